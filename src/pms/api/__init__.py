@@ -1,0 +1,1 @@
+"""Thin HTTP adapters: routing, content negotiation, preconditions, errors -> OperationOutcome."""

@@ -1,0 +1,40 @@
+"""Per-request wiring of the FHIR layers: a connection, a repository, search and interactions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.requests import Request
+
+from pms.config import Settings
+from pms.core.db import Database
+from pms.fhir.resource import Validator
+from pms.storage.bundles import BundleProcessor
+from pms.storage.interactions import Interactions
+from pms.storage.repository import FhirRepository
+from pms.storage.search import ResourceSearch
+
+
+def fhir_base(request: Request) -> str:
+    settings: Settings = request.app.state.settings
+    if settings.base_url:
+        return settings.base_url.rstrip("/")
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
+@asynccontextmanager
+async def interactions(request: Request, *, write: bool) -> AsyncIterator[Interactions]:
+    """Interactions over one unit of work: a transaction for writes, an autocommit reader otherwise."""
+    db: Database = request.app.state.db
+    settings: Settings = request.app.state.settings
+    validator: Validator = request.app.state.validator
+    unit = db.transaction() if write else db.reader()
+    async with unit as conn:
+        repo = FhirRepository(conn, validator=validator)
+        search = ResourceSearch(conn, default_count=settings.default_page_size, max_count=settings.max_page_size)
+        yield Interactions(repo, search, base=fhir_base(request))
+
+
+def bundle_processor(interactions_: Interactions) -> BundleProcessor:
+    return BundleProcessor(interactions_.repo.conn, interactions_)

@@ -1,0 +1,270 @@
+"""Routes of the FHIR RESTful API (http://hl7.org/fhir/R4/http.html), all at base /fhir."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from pms.api.fhir import docs
+from pms.api.fhir.context import bundle_processor, fhir_base, interactions
+from pms.api.fhir.negotiation import check_accept, fhir_response, presentation, read_body
+from pms.config import Settings
+from pms.core.errors import AppError, Issue
+from pms.fhir.capability import capability_statement
+from pms.fhir.definitions import is_resource_type
+from pms.fhir.preconditions import http_date, search_criteria, version_from_etag
+from pms.fhir.urls import Target, parse_version
+from pms.storage.interactions import InteractionRequest, Outcome
+
+router = APIRouter(prefix="/fhir")
+
+ResourceType = Annotated[str, docs.ResourceTypePath]
+ResourceId = Annotated[str, docs.IdPath]
+VersionId = Annotated[str, docs.VersionPath]
+
+
+def _header(name: str, description: str, example: str) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": False, "description": description,
+            "schema": {"type": "string"}, "example": example}
+
+
+def _query(name: str, description: str, example: str | None = None) -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "description": description,
+                             "schema": {"type": "string"}}
+    if example is not None:
+        param["example"] = example
+    return param
+
+
+IF_MATCH = _header("If-Match", "Only write if the resource is at this version (else 412)", 'W/"1"')
+IF_NONE_EXIST = _header("If-None-Exist", "Conditional create: search criteria (http.html#ccreate)",
+                        "identifier=http://acme.org/mrn|12345")
+IF_NONE_MATCH = _header("If-None-Match", "Conditional read: 304 when the version matches", 'W/"1"')
+IF_MODIFIED_SINCE = _header("If-Modified-Since", "Conditional read: 304 when unchanged since",
+                            "Sat, 21 Nov 2026 10:00:00 GMT")
+PREFER = _header("Prefer", "return=minimal|representation|OperationOutcome; handling=strict|lenient",
+                 "return=representation")
+FORMAT = _query("_format", "json (default) or application/fhir+json; XML gets 406", "json")
+PRETTY = _query("_pretty", "true to indent the JSON", "true")
+SUMMARY = _query("_summary", "true | text | data | count | false")
+ELEMENTS = _query("_elements", "Comma-separated top-level elements to return", "name,birthDate")
+READ_PARAMS = [FORMAT, PRETTY, SUMMARY, ELEMENTS]
+SEARCH_PARAMS = [
+    _query("_id", "Logical id(s), comma-separated", "example"),
+    _query("_lastUpdated", "Date with prefix (eq, ne, gt, lt, ge, le, sa, eb)", "ge2026-01-01"),
+    _query("_count", "Page size (default 20)", "20"),
+    _query("_total", "none | estimate | accurate"),
+    *READ_PARAMS,
+]
+HISTORY_PARAMS = [
+    _query("_count", "Page size (default 20)", "20"),
+    _query("_since", "Only versions at or after this instant", "2026-01-01T00:00:00Z"),
+    _query("_at", "Only versions current at some point during this (date/time) period", "2026-11"),
+    FORMAT, PRETTY,
+]
+
+
+def _check_type(resource_type: str) -> None:
+    if not is_resource_type(resource_type):
+        raise AppError(404, [Issue("not-supported", f"Unknown resource type '{resource_type[:80]}'")])
+
+
+async def _run(request: Request, call: InteractionRequest, *, write: bool) -> Response:
+    check_accept(request)
+    view = presentation(request)
+    call.strict = view.strict
+    async with interactions(request, write=write) as fhir:
+        outcome: Outcome = await fhir.execute(call)
+    return fhir_response(outcome, view, write=write and call.method != "DELETE", head=request.method == "HEAD")
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _query_pairs(request: Request) -> list[tuple[str, str]]:
+    return list(request.query_params.multi_items())
+
+
+# -- whole system --------------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/metadata", summary="CapabilityStatement", tags=["system"],
+    responses={200: {"description": "What this server supports", "content": {docs.FHIR_JSON: {}}}},
+    openapi_extra={"parameters": [FORMAT, PRETTY]},
+)
+async def metadata(request: Request) -> Response:
+    check_accept(request)
+    view = presentation(request)
+    statement = capability_statement(base=fhir_base(request), software_version=request.app.version)
+    return fhir_response(Outcome(200, body=statement), view)
+
+
+@router.post(
+    "", summary="Process a batch or transaction Bundle", tags=["system"],
+    openapi_extra={**docs.resource_body(docs.TRANSACTION_EXAMPLE, description="A batch or transaction Bundle"),
+                   "parameters": [PREFER, FORMAT, PRETTY]},
+    responses=docs.responses(description="A batch-response or transaction-response Bundle",
+                             example={"resourceType": "Bundle", "type": "transaction-response"},
+                             errors=(400, 404, 409, 412, 413, 415, 422)),
+)
+async def batch_or_transaction(request: Request) -> Response:
+    check_accept(request)
+    view = presentation(request)
+    body = await read_body(request, max_bytes=_settings(request).max_body_bytes)
+    async with interactions(request, write=True) as fhir:
+        result = await bundle_processor(fhir).process(body, prefer=view.prefer_return)
+    return fhir_response(Outcome(200, body=result), view)
+
+
+@router.get("/_history", summary="History of all resources", tags=["system"],
+            openapi_extra={"parameters": HISTORY_PARAMS}, responses=docs.responses(description="A history Bundle"))
+async def system_history(request: Request) -> Response:
+    return await _run(request, InteractionRequest("GET", Target(history=True, query=_query_pairs(request))),
+                      write=False)
+
+
+# -- type level ----------------------------------------------------------------------------------------------
+
+
+@router.get("/{resource_type}", summary="Search", tags=["type"],
+            openapi_extra={"parameters": SEARCH_PARAMS},
+            responses=docs.responses(description="A searchset Bundle", example={"resourceType": "Bundle",
+                                                                                "type": "searchset"}))
+async def search(request: Request, resource_type: ResourceType) -> Response:
+    _check_type(resource_type)
+    return await _run(request, InteractionRequest("GET", Target(resource_type, query=_query_pairs(request))),
+                      write=False)
+
+
+@router.post("/{resource_type}/_search", summary="Search (form body)", tags=["type"],
+             openapi_extra={"requestBody": {"content": {"application/x-www-form-urlencoded": {
+                 "schema": {"type": "object", "additionalProperties": {"type": "string"}}}}}},
+             responses=docs.responses(description="A searchset Bundle"))
+async def search_post(request: Request, resource_type: ResourceType) -> Response:
+    _check_type(resource_type)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    if content_type not in ("application/x-www-form-urlencoded", ""):
+        raise AppError(415, [Issue("not-supported", "POST _search takes application/x-www-form-urlencoded")])
+    form = await request.form()
+    pairs = _query_pairs(request) + [(k, str(v)) for k, v in form.multi_items()]
+    return await _run(request, InteractionRequest("POST", Target(resource_type, operation="_search", query=pairs)),
+                      write=False)
+
+
+@router.post("/{resource_type}", summary="Create (or conditional create with If-None-Exist)", tags=["type"],
+             status_code=201,
+             openapi_extra={**docs.resource_body(), "parameters": [IF_NONE_EXIST, PREFER, FORMAT, PRETTY]},
+             responses=docs.responses(201, description="Created", errors=(400, 404, 412, 413, 415)))
+async def create(request: Request, resource_type: ResourceType) -> Response:
+    _check_type(resource_type)
+    body = await read_body(request, max_bytes=_settings(request).max_body_bytes)
+    call = InteractionRequest("POST", Target(resource_type), body,
+                              if_none_exist=search_criteria(request.headers.get("if-none-exist")))
+    return await _run(request, call, write=True)
+
+
+@router.put("/{resource_type}", summary="Conditional update (criteria in the query)", tags=["type"],
+            openapi_extra={**docs.resource_body(), "parameters": [IF_MATCH, PREFER, FORMAT]},
+            responses=docs.responses(errors=(400, 404, 412, 413, 415)))
+async def conditional_update(request: Request, resource_type: ResourceType) -> Response:
+    _check_type(resource_type)
+    body = await read_body(request, max_bytes=_settings(request).max_body_bytes)
+    call = InteractionRequest("PUT", Target(resource_type, query=_query_pairs(request)), body,
+                              if_match=version_from_etag(request.headers.get("if-match")))
+    return await _run(request, call, write=True)
+
+
+@router.patch("/{resource_type}", summary="Conditional patch (criteria in the query)", tags=["type"],
+              openapi_extra={**docs.PATCH_BODY, "parameters": [IF_MATCH, PREFER]},
+              responses=docs.responses(errors=(400, 404, 412, 415, 422)))
+async def conditional_patch(request: Request, resource_type: ResourceType) -> Response:
+    _check_type(resource_type)
+    body = await read_body(request, max_bytes=_settings(request).max_body_bytes, patch=True)
+    call = InteractionRequest("PATCH", Target(resource_type, query=_query_pairs(request)), body,
+                              if_match=version_from_etag(request.headers.get("if-match")))
+    return await _run(request, call, write=True)
+
+
+@router.delete("/{resource_type}", summary="Conditional delete (every match)", tags=["type"],
+               responses=docs.responses(description="OperationOutcome", example=docs.OUTCOME_EXAMPLE,
+                                        errors=(400, 412)))
+async def conditional_delete(request: Request, resource_type: ResourceType) -> Response:
+    _check_type(resource_type)
+    return await _run(request, InteractionRequest("DELETE", Target(resource_type, query=_query_pairs(request))),
+                      write=True)
+
+
+@router.get("/{resource_type}/_history", summary="History of a resource type", tags=["type"],
+            openapi_extra={"parameters": HISTORY_PARAMS}, responses=docs.responses(description="A history Bundle"))
+async def type_history(request: Request, resource_type: ResourceType) -> Response:
+    _check_type(resource_type)
+    target = Target(resource_type, history=True, query=_query_pairs(request))
+    return await _run(request, InteractionRequest("GET", target), write=False)
+
+
+# -- instance level ------------------------------------------------------------------------------------------
+
+
+@router.get("/{resource_type}/{id}", summary="Read", tags=["instance"],
+            openapi_extra={"parameters": [IF_NONE_MATCH, IF_MODIFIED_SINCE, *READ_PARAMS]},
+            responses=docs.responses(errors=(404, 410)))
+async def read(request: Request, resource_type: ResourceType, id: ResourceId) -> Response:
+    _check_type(resource_type)
+    headers = request.headers
+    call = InteractionRequest("GET", Target(resource_type, id), if_none_match=headers.get("if-none-match"),
+                              if_modified_since=http_date(headers.get("if-modified-since")))
+    return await _run(request, call, write=False)
+
+
+@router.put("/{resource_type}/{id}", summary="Update (or create with this id)", tags=["instance"],
+            openapi_extra={**docs.resource_body(), "parameters": [IF_MATCH, PREFER, FORMAT, PRETTY]},
+            responses=docs.responses(errors=(400, 404, 412, 413, 415)))
+async def update(request: Request, resource_type: ResourceType, id: ResourceId) -> Response:
+    _check_type(resource_type)
+    body = await read_body(request, max_bytes=_settings(request).max_body_bytes)
+    call = InteractionRequest("PUT", Target(resource_type, id), body,
+                              if_match=version_from_etag(request.headers.get("if-match")))
+    return await _run(request, call, write=True)
+
+
+@router.patch("/{resource_type}/{id}", summary="Patch (JSON Patch)", tags=["instance"],
+              openapi_extra={**docs.PATCH_BODY, "parameters": [IF_MATCH, PREFER, FORMAT, PRETTY]},
+              responses=docs.responses(errors=(400, 404, 410, 412, 415, 422)))
+async def patch(request: Request, resource_type: ResourceType, id: ResourceId) -> Response:
+    _check_type(resource_type)
+    body = await read_body(request, max_bytes=_settings(request).max_body_bytes, patch=True)
+    call = InteractionRequest("PATCH", Target(resource_type, id), body,
+                              if_match=version_from_etag(request.headers.get("if-match")))
+    return await _run(request, call, write=True)
+
+
+@router.delete("/{resource_type}/{id}", summary="Delete", tags=["instance"],
+               openapi_extra={"parameters": [IF_MATCH]},
+               responses=docs.responses(description="OperationOutcome", example=docs.OUTCOME_EXAMPLE,
+                                        errors=(400, 412)))
+async def delete(request: Request, resource_type: ResourceType, id: ResourceId) -> Response:
+    _check_type(resource_type)
+    call = InteractionRequest("DELETE", Target(resource_type, id),
+                              if_match=version_from_etag(request.headers.get("if-match")))
+    return await _run(request, call, write=True)
+
+
+@router.get("/{resource_type}/{id}/_history", summary="History of a resource", tags=["instance"],
+            openapi_extra={"parameters": HISTORY_PARAMS}, responses=docs.responses(description="A history Bundle"))
+async def instance_history(request: Request, resource_type: ResourceType, id: ResourceId) -> Response:
+    _check_type(resource_type)
+    target = Target(resource_type, id, history=True, query=_query_pairs(request))
+    return await _run(request, InteractionRequest("GET", target), write=False)
+
+
+@router.get("/{resource_type}/{id}/_history/{version_id}", summary="Version read (vread)", tags=["instance"],
+            openapi_extra={"parameters": READ_PARAMS}, responses=docs.responses(errors=(404, 410)))
+async def vread(request: Request, resource_type: ResourceType, id: ResourceId, version_id: VersionId) -> Response:
+    _check_type(resource_type)
+    target = Target(resource_type, id, history=True, version_id=parse_version(version_id))
+    return await _run(request, InteractionRequest("GET", target), write=False)

@@ -1,0 +1,46 @@
+"""Settings from the environment (PMS_* variables, plus DATABASE_URL and REDIS_URL)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PMS_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "PMS_DATABASE_URL"),
+        description="PostgreSQL URL; unset means an embedded cluster under ./var/pgdata.",
+    )
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "PMS_REDIS_URL"))
+    host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HOST", "PMS_HOST"))
+    port: int = Field(default=8000, validation_alias=AliasChoices("PORT", "PMS_PORT"))
+    base_url: str | None = Field(
+        default=None, description="Public base URL of the server (used in Bundle links and Location)."
+    )
+    data_dir: str = Field(default="var", description="Where the embedded database keeps its files.")
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, description="Largest request body accepted (413).")
+    default_page_size: int = 20
+    max_page_size: int = 1000
+    max_bundle_entries: int = 10_000
+    validate_required_bindings: bool = True
+    log_level: str = "info"
+
+    @cached_property
+    def async_database_url(self) -> str:
+        """The configured URL in the form SQLAlchemy's asyncpg dialect expects."""
+        url = self.database_url or ""
+        for prefix in ("postgresql+asyncpg://", "postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix) :]
+        return url
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Infrastructure only: settings, database, errors."""

@@ -1,0 +1,54 @@
+"""Database engine and per-unit-of-work connections.
+
+Services never commit: the caller that opened the unit of work (a request, a CLI command, a job) commits
+at the end or rolls back on error, so a failed request leaves no trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from pms.config import Settings
+
+
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
+def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
+    return create_async_engine(
+        url or settings.async_database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=False,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        connect_args={"server_settings": {"application_name": "pms", "jit": "off"}},
+    )
+
+
+class Database:
+    """The app's database handle: one engine, a writer and an autocommit reader sharing one pool."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        # Reads need no BEGIN/COMMIT round trips: a single statement is atomic on its own.
+        self.read_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in one transaction: committed if the block succeeds, rolled back otherwise."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncConnection]:
+        async with self.read_engine.connect() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,71 @@
+"""The server's CapabilityStatement (http://hl7.org/fhir/R4/capabilitystatement.html), built from what
+the code supports: the resource types it knows, its interactions and its search parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pms.fhir.definitions import FHIR_VERSION, resource_types
+
+TYPE_INTERACTIONS = (
+    "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type",
+)
+SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
+# The common parameters every type supports (search.html#all).
+COMMON_SEARCH_PARAMETERS: tuple[tuple[str, str, str], ...] = (
+    ("_id", "token", "Logical id of the resource"),
+    ("_lastUpdated", "date", "When the resource version last changed"),
+)
+
+SearchParameterSource = Callable[[str], list[tuple[str, str, str]]]
+
+
+def _no_extra_parameters(_: str) -> list[tuple[str, str, str]]:
+    return []
+
+
+def capability_statement(
+    *, base: str, software_version: str, search_parameters: SearchParameterSource = _no_extra_parameters
+) -> dict[str, Any]:
+    resources = []
+    for type_name in resource_types():
+        params = [*COMMON_SEARCH_PARAMETERS, *search_parameters(type_name)]
+        resources.append(
+            {
+                "type": type_name,
+                "profile": f"http://hl7.org/fhir/StructureDefinition/{type_name}",
+                "interaction": [{"code": code} for code in TYPE_INTERACTIONS],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalRead": "full-support",
+                "conditionalUpdate": True,
+                "conditionalDelete": "multiple",
+                "referencePolicy": ["literal", "logical"],
+                "searchParam": [
+                    {"name": name, "type": kind, "documentation": doc} for name, kind, doc in params
+                ],
+            }
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": datetime.now(UTC).date().isoformat(),
+        "publisher": "PMS",
+        "kind": "instance",
+        "software": {"name": "PMS", "version": software_version},
+        "implementation": {"description": "PMS FHIR R4 server", "url": base},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+            }
+        ],
+    }

@@ -1,0 +1,72 @@
+"""create_app(): the ASGI application with its lifespan objects (database pool, validator)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from pms import __version__
+from pms.api.errors import install_error_handlers
+from pms.api.fhir import docs
+from pms.api.fhir.routes import router as fhir_router
+from pms.config import Settings, get_settings
+from pms.core.db import Database, create_engine
+from pms.fhir.validation import validate_resource
+
+DESCRIPTION = """\
+A FHIR R4 server for clinics. Every entity is a FHIR resource at `/fhir/{type}`; reads, writes,
+history, conditional interactions and batch/transaction Bundles follow http://hl7.org/fhir/R4/http.html.
+Bodies are `application/fhir+json`; errors are `OperationOutcome`s.
+"""
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set (`pms serve` starts an embedded PostgreSQL when it is unset)")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.db = Database(create_engine(settings))
+        try:
+            yield
+        finally:
+            await app.state.db.dispose()
+
+    app = FastAPI(title="PMS FHIR API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.validator = validate_resource
+    install_error_handlers(app)
+    app.include_router(fhir_router)
+
+    @app.get("/health", response_model=Health, tags=["system"], summary="Liveness and database reachability")
+    async def health() -> Health:
+        try:
+            async with app.state.db.reader() as conn:
+                await conn.execute(text("SELECT 1"))
+            database = "ok"
+        except Exception:  # noqa: BLE001 - health reports, it never fails
+            database = "unreachable"
+        return Health(status="ok" if database == "ok" else "degraded", database=database)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            app.openapi_schema = docs.add_fhir_schemas(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

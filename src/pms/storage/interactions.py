@@ -1,0 +1,272 @@
+"""The FHIR RESTful interactions (http://hl7.org/fhir/R4/http.html) over the repository.
+
+Both the HTTP routes and Bundle entries go through `Interactions.execute`, so a transaction entry
+behaves exactly like the same request sent on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import jsonpatch
+
+from pms.core.errors import AppError, Issue, bad_request, not_found, not_supported, precondition_failed
+from pms.fhir import bundle as bundles
+from pms.fhir import jsonio
+from pms.fhir.outcome import information, operation_outcome
+from pms.fhir.history import HistoryQuery, history_page_token, parse_history_query
+from pms.fhir.resource import check_body, check_id
+from pms.fhir.urls import Target
+from pms.storage.records import StoredVersion
+from pms.storage.repository import FhirRepository
+from pms.storage.search import ResourceSearch
+
+ReturnPreference = Literal["minimal", "representation", "OperationOutcome"]
+
+
+@dataclass
+class InteractionRequest:
+    method: str
+    target: Target
+    body: Any = None
+    if_match: int | None = None
+    if_none_match: str | None = None
+    if_modified_since: datetime | None = None
+    if_none_exist: list[tuple[str, str]] | None = None
+    strict: bool = False
+
+
+@dataclass
+class Outcome:
+    """What an interaction produced: a status, maybe a stored version, maybe a body (OO, Bundle)."""
+
+    status: int
+    stored: StoredVersion | None = None
+    body: Any = None
+    location: str | None = None
+    issues: list[Issue] = field(default_factory=list)
+
+
+class Interactions:
+    def __init__(self, repo: FhirRepository, search: ResourceSearch, *, base: str) -> None:
+        self.repo = repo
+        self.search = search
+        self.base = base.rstrip("/")
+
+    async def execute(self, request: InteractionRequest) -> Outcome:
+        target, method = request.target, request.method
+        if target.resource_type is None:
+            if method == "GET" and target.history:
+                return await self.history(target)
+            raise not_supported(f"{method} is not supported on the base URL here", status=405)
+        if target.operation == "_search" and method == "POST":
+            return await self.search_type(target.resource_type, target.query, strict=request.strict)
+        if target.operation is not None:
+            raise not_supported(f"Operation '{target.operation}' is not supported", status=404)
+        if target.id is None:
+            return await self._type_level(request, target.resource_type)
+        return await self._instance_level(request, target.resource_type, target.id)
+
+    async def _type_level(self, request: InteractionRequest, resource_type: str) -> Outcome:
+        target = request.target
+        match request.method:
+            case "GET" | "HEAD" if target.history:
+                return await self.history(target)
+            case "GET" | "HEAD":
+                return await self.search_type(resource_type, target.query, strict=request.strict)
+            case "POST":
+                return await self.create(resource_type, request.body, request.if_none_exist)
+            case "PUT":
+                return await self.conditional_update(resource_type, target.query, request)
+            case "PATCH":
+                return await self.conditional_patch(resource_type, target.query, request)
+            case "DELETE":
+                return await self.conditional_delete(resource_type, target.query)
+        raise not_supported(f"{request.method} is not allowed on /{resource_type}", status=405)
+
+    async def _instance_level(self, request: InteractionRequest, resource_type: str, id_: str) -> Outcome:
+        target = request.target
+        check_id(id_)
+        match request.method:
+            case "GET" | "HEAD" if target.version_id is not None:
+                return Outcome(200, await self.repo.vread(resource_type, id_, target.version_id))
+            case "GET" | "HEAD" if target.history:
+                return await self.history(target)
+            case "GET" | "HEAD":
+                return await self.read(resource_type, id_, request)
+            case "PUT" if not target.history:
+                return await self.update(resource_type, id_, request.body, request.if_match)
+            case "PATCH" if not target.history:
+                return await self.patch(resource_type, id_, request.body, request.if_match)
+            case "DELETE" if not target.history:
+                return await self.delete(resource_type, id_, request.if_match)
+        raise not_supported(f"{request.method} is not allowed on this URL", status=405)
+
+    # -- instance interactions ----------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, id_: str, request: InteractionRequest) -> Outcome:
+        stored = await self.repo.read(resource_type, id_)
+        # http.html#cread: conditional read answers 304 when the client's copy is current.
+        if request.if_none_match is not None and request.if_none_match in (stored.etag, f'"{stored.version_id}"'):
+            return Outcome(304, stored)
+        if request.if_modified_since is not None and stored.last_updated.replace(microsecond=0) <= (
+            request.if_modified_since
+        ):
+            return Outcome(304, stored)
+        return Outcome(200, stored)
+
+    async def create(
+        self, resource_type: str, body: Any, if_none_exist: list[tuple[str, str]] | None, *, id_: str | None = None
+    ) -> Outcome:
+        resource = check_body(body, resource_type=resource_type, id_=None, require_id=False)
+        if if_none_exist is not None:
+            # http.html#ccreate: 0 matches -> create, 1 -> return it (200), more -> 412.
+            matches = await self.search.match_ids(resource_type, if_none_exist)
+            if len(matches) > 1:
+                raise precondition_failed(
+                    f"If-None-Exist criteria match {len(matches)} {resource_type} resources; they must be more selective"
+                )
+            if matches:
+                return Outcome(200, await self.repo.read(resource_type, matches[0]))
+        stored = await self.repo.create(resource, id_=id_)
+        return Outcome(201, stored, location=self._location(stored))
+
+    async def update(self, resource_type: str, id_: str, body: Any, if_match: int | None) -> Outcome:
+        resource = check_body(body, resource_type=resource_type, id_=id_, require_id=True)
+        stored, created = await self.repo.update(resource, id_=id_, if_match=if_match)
+        return Outcome(201 if created else 200, stored, location=self._location(stored))
+
+    async def patch(self, resource_type: str, id_: str, body: Any, if_match: int | None) -> Outcome:
+        current = await self.repo.read(resource_type, id_)
+        if if_match is not None and if_match != current.version_id:
+            raise precondition_failed(
+                f"{resource_type}/{id_} is at version {current.version_id}, not {if_match} (If-Match)"
+            )
+        patched = apply_json_patch(current, body)
+        check_body(patched, resource_type=resource_type, id_=id_, require_id=True)
+        stored = await self.repo.write_new_version(
+            patched, id_=id_, expected_version=current.version_id, method="PATCH"
+        )
+        return Outcome(200, stored, location=self._location(stored))
+
+    async def delete(self, resource_type: str, id_: str, if_match: int | None) -> Outcome:
+        stored = await self.repo.delete(resource_type, id_, if_match=if_match)
+        if stored is None:
+            return Outcome(200, body=information(f"{resource_type}/{id_} did not exist or was already deleted"))
+        return Outcome(
+            200, stored,
+            body=information(f"Deleted {resource_type}/{id_}; version {stored.version_id} records the deletion"),
+        )
+
+    # -- conditional interactions -------------------------------------------------------------------------
+
+    async def conditional_update(
+        self, resource_type: str, query: list[tuple[str, str]], request: InteractionRequest
+    ) -> Outcome:
+        matches = await self.search.match_ids(resource_type, query)
+        body_id = request.body.get("id") if isinstance(request.body, dict) else None
+        if len(matches) > 1:
+            raise precondition_failed(f"The criteria match {len(matches)} {resource_type} resources (http.html#cond-update)")
+        if not matches:
+            if body_id is not None:
+                return await self.update(resource_type, body_id, request.body, request.if_match)
+            return await self.create(resource_type, request.body, None)
+        if body_id is not None and body_id != matches[0]:
+            raise bad_request(
+                f"The body's id '{body_id}' differs from the matching resource {resource_type}/{matches[0]}",
+                code="invalid", expression=(f"{resource_type}.id",),
+            )
+        body = dict(request.body) if isinstance(request.body, dict) else request.body
+        if isinstance(body, dict):
+            body["id"] = matches[0]
+        return await self.update(resource_type, matches[0], body, request.if_match)
+
+    async def conditional_patch(
+        self, resource_type: str, query: list[tuple[str, str]], request: InteractionRequest
+    ) -> Outcome:
+        matches = await self.search.match_ids(resource_type, query)
+        if not matches:
+            raise not_found(f"No {resource_type} matches the conditional patch criteria")
+        if len(matches) > 1:
+            raise precondition_failed(f"The criteria match {len(matches)} {resource_type} resources")
+        return await self.patch(resource_type, matches[0], request.body, request.if_match)
+
+    async def conditional_delete(self, resource_type: str, query: list[tuple[str, str]]) -> Outcome:
+        """Delete every match (http.html#3.1.0.7.1: multiple matches may all be deleted)."""
+        matches = await self.search.match_ids(resource_type, query, limit=1001)
+        if len(matches) > 1000:
+            raise precondition_failed("The criteria match more than 1000 resources; narrow them down")
+        for id_ in matches:
+            await self.repo.delete(resource_type, id_)
+        return Outcome(200, body=information(f"Deleted {len(matches)} {resource_type} resource(s)"))
+
+    # -- search and history -------------------------------------------------------------------------------
+
+    async def search_type(self, resource_type: str, query: list[tuple[str, str]], *, strict: bool) -> Outcome:
+        result = await self.search.search(resource_type, query, strict=strict)
+        links = [("self", bundles.page_url(self.base, resource_type, query))]
+        if result.next_page is not None:
+            links.append(("next", bundles.page_url(self.base, resource_type, query, _page=result.next_page)))
+        entries = [
+            {"fullUrl": f"{self.base}/{m.reference}", "resource": bundles.raw(m.content or b"{}"),
+             "search": {"mode": "match"}}
+            for m in result.matches
+        ]
+        if result.warnings:
+            entries.append(
+                {"resource": operation_outcome(result.warnings), "search": {"mode": "outcome"}}
+            )
+        return Outcome(200, body=bundles.bundle("searchset", entries, total=result.total, links=links))
+
+    async def history(self, target: Target) -> Outcome:
+        params: HistoryQuery = parse_history_query(target.query)
+        versions = await self.repo.history(
+            resource_type=target.resource_type, id_=target.id, since=params.since, at=params.at,
+            before=params.before, limit=params.count + 1,
+        )
+        path = "/".join(p for p in (target.resource_type, target.id, "_history") if p)
+        links = [("self", bundles.page_url(self.base, path, target.query))]
+        if len(versions) > params.count:
+            versions = versions[: params.count]
+            last = versions[-1]
+            token = history_page_token(last.last_updated, last.rid, last.version_id)
+            links.append(("next", bundles.page_url(self.base, path, target.query, _page=token)))
+        entries = [self._history_entry(v) for v in versions]
+        return Outcome(200, body=bundles.bundle("history", entries, links=links))
+
+    def _history_entry(self, version: StoredVersion) -> dict[str, Any]:
+        url = f"{self.base}/{version.reference}"
+        entry: dict[str, Any] = {"fullUrl": url}
+        if version.content is not None:
+            entry["resource"] = bundles.raw(version.content)
+        entry["request"] = {
+            "method": version.method,
+            "url": version.resource_type if version.method == "POST" else version.reference,
+        }
+        entry["response"] = {
+            "status": "410 Gone" if version.deleted else ("201 Created" if version.version_id == 1 else "200 OK"),
+            "etag": version.etag,
+            "lastModified": version.last_updated.isoformat(),
+        }
+        return entry
+
+    def _location(self, stored: StoredVersion) -> str:
+        return f"{self.base}/{stored.versioned_reference}"
+
+
+def apply_json_patch(current: StoredVersion, operations: Any) -> dict[str, Any]:
+    """Apply a JSON Patch (RFC 6902; http.html#patch) to the current version's JSON."""
+    if not isinstance(operations, list):
+        raise bad_request("A JSON Patch body must be an array of operations", code="structure")
+    document = jsonio.loads(current.content or "{}")
+    try:
+        patched = jsonpatch.JsonPatch(operations).apply(document)
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise AppError(422, [Issue("processing", f"JSON Patch test failed: {exc}")]) from exc
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+        raise AppError(422, [Issue("processing", f"The JSON Patch cannot be applied: {exc}")]) from exc
+    if not isinstance(patched, dict):
+        raise AppError(422, [Issue("processing", "The JSON Patch did not produce a resource")])
+    return patched

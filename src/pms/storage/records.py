@@ -1,0 +1,31 @@
+"""What the repository hands back: one stored version of a resource, its JSON kept as text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    # The resource's JSON exactly as stored (None for a delete): served without re-parsing.
+    content: str | bytes | None
+    method: str = "GET"
+    rid: int = 0  # the storage key, for keyset paging of history
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @property
+    def reference(self) -> str:
+        return f"{self.resource_type}/{self.id}"
+
+    @property
+    def versioned_reference(self) -> str:
+        return f"{self.resource_type}/{self.id}/_history/{self.version_id}"

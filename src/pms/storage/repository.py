@@ -1,0 +1,329 @@
+"""FhirRepository: every read and write of resources goes through here, inside the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pms.core.errors import gone, not_found, precondition_failed
+from pms.fhir import jsonio
+from pms.fhir.resource import Validator, check_id, stamp, validate
+from pms.storage.records import StoredVersion
+from pms.storage.tables import resource, resource_version
+
+
+def utc_now() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+_CURRENT_COLUMNS = (resource.c.version_id, resource.c.last_updated, resource.c.deleted, resource.c.content)
+
+
+class FhirRepository:
+    """Create, read, update, patch, delete and history of any R4 resource.
+
+    The repository never commits: the unit of work that owns the connection does.
+    """
+
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        *,
+        validator: Validator,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.conn = conn
+        self.validator = validator
+        self.clock = clock
+
+    # -- reads -------------------------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, id_: str) -> StoredVersion:
+        row = (
+            await self.conn.execute(
+                select(*_CURRENT_COLUMNS).where(resource.c.resource_type == resource_type, resource.c.id == id_)
+            )
+        ).first()
+        if row is None:
+            raise not_found(f"{resource_type}/{id_} is not known")
+        if row.deleted:
+            raise gone(f"{resource_type}/{id_} was deleted (version {row.version_id})")
+        return StoredVersion(resource_type, id_, row.version_id, row.last_updated, False, row.content)
+
+    async def vread(self, resource_type: str, id_: str, version_id: int) -> StoredVersion:
+        row = (
+            await self.conn.execute(
+                select(
+                    resource_version.c.last_updated,
+                    resource_version.c.deleted,
+                    resource_version.c.content,
+                    resource_version.c.method,
+                )
+                .join(resource, resource.c.rid == resource_version.c.rid)
+                .where(
+                    resource.c.resource_type == resource_type,
+                    resource.c.id == id_,
+                    resource_version.c.version_id == version_id,
+                )
+            )
+        ).first()
+        if row is None:
+            raise not_found(f"{resource_type}/{id_} has no version {version_id}")
+        if row.deleted:
+            raise gone(f"Version {version_id} of {resource_type}/{id_} is a deletion")
+        return StoredVersion(
+            resource_type, id_, version_id, row.last_updated, False, row.content, row.method
+        )
+
+    async def current_version(self, resource_type: str, id_: str) -> StoredVersion | None:
+        """The current version (deleted or not) without raising, for conditional logic."""
+        row = (
+            await self.conn.execute(
+                select(*_CURRENT_COLUMNS).where(resource.c.resource_type == resource_type, resource.c.id == id_)
+            )
+        ).first()
+        if row is None:
+            return None
+        return StoredVersion(resource_type, id_, row.version_id, row.last_updated, row.deleted, row.content)
+
+    # -- writes ------------------------------------------------------------------------------------------
+
+    async def create(self, body: dict[str, Any], *, id_: str | None = None) -> StoredVersion:
+        """Store a new resource with a server-assigned id (http.html#create: a body id is ignored)."""
+        validate(body, self.validator)
+        resource_type = body["resourceType"]
+        id_ = id_ or new_id()
+        now = self.clock()
+        content = jsonio.dumps(stamp(body, id_=id_, version_id=1, last_updated=now))
+        rid = (
+            await self.conn.execute(
+                insert(resource)
+                .values(
+                    resource_type=resource_type, id=id_, version_id=1, last_updated=now, deleted=False,
+                    content=content.decode(),
+                )
+                .returning(resource.c.rid)
+            )
+        ).scalar_one()
+        await self._record_version(rid, resource_type, id_, 1, now, "POST", content)
+        return StoredVersion(resource_type, id_, 1, now, False, content, "POST")
+
+    async def update(
+        self, body: dict[str, Any], *, id_: str, if_match: int | None = None
+    ) -> tuple[StoredVersion, bool]:
+        """Update, or create with the client's id when none exists (update-as-create).
+
+        Returns the new version and whether it was created. The row lock makes concurrent updates
+        serialise, and If-Match is compared against the locked version, so of two writers holding the
+        same version exactly one wins.
+        """
+        check_id(id_)
+        validate(body, self.validator)
+        resource_type = body["resourceType"]
+        while True:
+            locked = (
+                await self.conn.execute(
+                    select(resource.c.rid, resource.c.version_id, resource.c.deleted)
+                    .where(resource.c.resource_type == resource_type, resource.c.id == id_)
+                    .with_for_update()
+                )
+            ).first()
+            if locked is None:
+                if if_match is not None:
+                    raise precondition_failed(
+                        f"{resource_type}/{id_} does not exist, so it cannot be at version {if_match}"
+                    )
+                created = await self._insert_if_absent(body, resource_type, id_)
+                if created is not None:
+                    return created, True
+                continue  # another transaction created it first: update that one
+            if if_match is not None and if_match != locked.version_id:
+                raise precondition_failed(
+                    f"{resource_type}/{id_} is at version {locked.version_id}, not {if_match} (If-Match)"
+                )
+            stored = await self._write_version(
+                locked.rid, body, resource_type, id_, locked.version_id + 1, "PUT"
+            )
+            return stored, bool(locked.deleted)
+
+    async def write_new_version(
+        self, body: dict[str, Any], *, id_: str, expected_version: int, method: str
+    ) -> StoredVersion:
+        """Write the next version of an existing resource if it is still at `expected_version` (patch)."""
+        validate(body, self.validator)
+        resource_type = body["resourceType"]
+        locked = (
+            await self.conn.execute(
+                select(resource.c.rid, resource.c.version_id, resource.c.deleted)
+                .where(resource.c.resource_type == resource_type, resource.c.id == id_)
+                .with_for_update()
+            )
+        ).first()
+        if locked is None or locked.deleted:
+            raise not_found(f"{resource_type}/{id_} is not known")
+        if locked.version_id != expected_version:
+            raise precondition_failed(
+                f"{resource_type}/{id_} changed while it was being patched (now at version {locked.version_id})"
+            )
+        return await self._write_version(locked.rid, body, resource_type, id_, expected_version + 1, method)
+
+    async def delete(
+        self, resource_type: str, id_: str, *, if_match: int | None = None
+    ) -> StoredVersion | None:
+        """Record a deletion as a new version. Returns None when there was nothing to delete."""
+        locked = (
+            await self.conn.execute(
+                select(resource.c.rid, resource.c.version_id, resource.c.deleted)
+                .where(resource.c.resource_type == resource_type, resource.c.id == id_)
+                .with_for_update()
+            )
+        ).first()
+        if locked is None:
+            if if_match is not None:
+                raise precondition_failed(f"{resource_type}/{id_} does not exist")
+            return None
+        if if_match is not None and if_match != locked.version_id:
+            raise precondition_failed(
+                f"{resource_type}/{id_} is at version {locked.version_id}, not {if_match} (If-Match)"
+            )
+        if locked.deleted:
+            return None
+        now = self.clock()
+        version_id = locked.version_id + 1
+        await self.conn.execute(
+            update(resource)
+            .where(resource.c.rid == locked.rid)
+            .values(version_id=version_id, last_updated=now, deleted=True, content=None)
+        )
+        await self._record_version(locked.rid, resource_type, id_, version_id, now, "DELETE", None)
+        return StoredVersion(resource_type, id_, version_id, now, True, None, "DELETE")
+
+    # -- history -----------------------------------------------------------------------------------------
+
+    async def history(
+        self,
+        *,
+        resource_type: str | None = None,
+        id_: str | None = None,
+        since: datetime | None = None,
+        at: tuple[datetime, datetime] | None = None,
+        before: tuple[datetime, int, int] | None = None,
+        limit: int = 20,
+    ) -> list[StoredVersion]:
+        """Versions newest first, paged by keyset (`before` = the last (time, rid, version) seen).
+
+        `at` is the period of the `_at` parameter: versions that were current at some point in it.
+        """
+        rv = resource_version
+        query = select(
+            rv.c.rid, rv.c.version_id, rv.c.resource_type, rv.c.id, rv.c.last_updated, rv.c.deleted,
+            rv.c.content, rv.c.method,
+        )
+        conditions: list[Any] = []
+        if id_ is not None and resource_type is not None:
+            rid = (
+                await self.conn.execute(
+                    select(resource.c.rid).where(resource.c.resource_type == resource_type, resource.c.id == id_)
+                )
+            ).scalar_one_or_none()
+            if rid is None:
+                raise not_found(f"{resource_type}/{id_} is not known")
+            conditions.append(rv.c.rid == rid)
+        elif resource_type is not None:
+            conditions.append(rv.c.resource_type == resource_type)
+        if since is not None:
+            conditions.append(rv.c.last_updated >= since)
+        if at is not None:
+            start, end = at
+            successor = resource_version.alias("successor")
+            next_change = (
+                select(func.min(successor.c.last_updated))
+                .where(successor.c.rid == rv.c.rid, successor.c.version_id > rv.c.version_id)
+                .scalar_subquery()
+            )
+            conditions.append(rv.c.last_updated < end)
+            conditions.append(func.coalesce(next_change, func.now() + func.make_interval(0, 0, 0, 1)) > start)
+        if before is not None:
+            conditions.append(
+                func.row(rv.c.last_updated, rv.c.rid, rv.c.version_id) < func.row(*before)
+            )
+        if conditions:
+            query = query.where(and_(*conditions))
+        query = query.order_by(rv.c.last_updated.desc(), rv.c.rid.desc(), rv.c.version_id.desc()).limit(limit)
+        rows = (await self.conn.execute(query)).all()
+        return [
+            StoredVersion(
+                r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.content, r.method, r.rid
+            )
+            for r in rows
+        ]
+
+    async def rid_of(self, resource_type: str, id_: str) -> int | None:
+        return (
+            await self.conn.execute(
+                select(resource.c.rid).where(resource.c.resource_type == resource_type, resource.c.id == id_)
+            )
+        ).scalar_one_or_none()
+
+    # -- internals ---------------------------------------------------------------------------------------
+
+    async def _insert_if_absent(
+        self, body: dict[str, Any], resource_type: str, id_: str
+    ) -> StoredVersion | None:
+        now = self.clock()
+        content = jsonio.dumps(stamp(body, id_=id_, version_id=1, last_updated=now))
+        statement = (
+            pg_insert(resource)
+            .values(
+                resource_type=resource_type, id=id_, version_id=1, last_updated=now, deleted=False,
+                content=content.decode(),
+            )
+            .on_conflict_do_nothing(constraint="resource_identity")
+            .returning(resource.c.rid)
+        )
+        rid = (await self.conn.execute(statement)).scalar_one_or_none()
+        if rid is None:
+            return None
+        await self._record_version(rid, resource_type, id_, 1, now, "PUT", content)
+        return StoredVersion(resource_type, id_, 1, now, False, content, "PUT")
+
+    async def _write_version(
+        self, rid: int, body: dict[str, Any], resource_type: str, id_: str, version_id: int, method: str
+    ) -> StoredVersion:
+        now = self.clock()
+        content = jsonio.dumps(stamp(body, id_=id_, version_id=version_id, last_updated=now))
+        await self.conn.execute(
+            update(resource)
+            .where(resource.c.rid == rid)
+            .values(version_id=version_id, last_updated=now, deleted=False, content=content.decode())
+        )
+        await self._record_version(rid, resource_type, id_, version_id, now, method, content)
+        return StoredVersion(resource_type, id_, version_id, now, False, content, method)
+
+    async def _record_version(
+        self,
+        rid: int,
+        resource_type: str,
+        id_: str,
+        version_id: int,
+        now: datetime,
+        method: str,
+        content: bytes | None,
+    ) -> None:
+        await self.conn.execute(
+            insert(resource_version).values(
+                rid=rid, version_id=version_id, resource_type=resource_type, id=id_, last_updated=now,
+                method=method, deleted=content is None, content=None if content is None else content.decode(),
+            )
+        )
