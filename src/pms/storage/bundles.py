@@ -62,9 +62,17 @@ class BundleProcessor:
     async def _assign_identities(
         self, entries: list[dict[str, Any]], requests: list[InteractionRequest]
     ) -> tuple[dict[str, str], dict[int, str]]:
-        """Map each entry's fullUrl to the reference it will have, choosing ids for new resources now."""
+        """Map each entry's fullUrl to the reference it will have, choosing ids for new resources now.
+
+        A created resource whose fullUrl is `urn:uuid:X` gets X as its id when X is free: the uuid is as
+        good an id as any we would mint, and it lets later Bundles that still say `urn:uuid:X` (Synthea's
+        patient bundles do, for the organisations and practitioners loaded before them) resolve to it.
+        """
         mapping: dict[str, str] = {}
         preassigned: dict[int, str] = {}
+        taken = await self.interactions.repo.types_by_id(
+            [u for u in (_uuid_of(e.get("fullUrl")) for e in entries) if u is not None]
+        )
         for index, (entry, request) in enumerate(zip(entries, requests, strict=True)):
             target = request.target
             full_url = entry.get("fullUrl")
@@ -79,7 +87,9 @@ class BundleProcessor:
                         raise _in_entry(precondition_failed("ifNoneExist matches more than one resource"), index)
                     existing = matches[0] if matches else None
                 if existing is None:
-                    preassigned[index] = str(uuid.uuid4())
+                    candidate = _uuid_of(full_url)
+                    free = candidate is not None and target.resource_type not in taken.get(candidate, [])
+                    preassigned[index] = candidate if free and candidate else str(uuid.uuid4())
                 reference = f"{target.resource_type}/{existing or preassigned[index]}"
             elif request.method == "PUT" and target.id is not None:
                 reference = f"{target.resource_type}/{target.id}"
@@ -100,9 +110,11 @@ class BundleProcessor:
         return mapping, preassigned
 
     async def _reference_resolver(self, entries: list[dict[str, Any]], mapping: dict[str, str]) -> Any:
-        """A function mapping a reference to its rewritten form: fullUrls and conditional references."""
+        """A function mapping a reference to its rewritten form: fullUrls, conditional references, and
+        `urn:uuid:X` placeholders naming a resource already stored with id X."""
         conditional: dict[str, str] = {}
-        for reference in _conditional_references(entries):
+        references = _references(entries)
+        for reference in (r for r in references if _is_conditional(r)):
             type_name, _, query = reference.partition("?")
             target = parse_target(f"{type_name}?{query}")
             assert target.resource_type is not None
@@ -113,6 +125,17 @@ class BundleProcessor:
                     "it must match exactly one"
                 )
             conditional[reference] = f"{target.resource_type}/{matches[0]}"
+        dangling = {r: _uuid_of(r) for r in references if r.startswith("urn:uuid:") and r not in mapping}
+        stored = await self.interactions.repo.types_by_id([u for u in dangling.values() if u is not None])
+        for reference, id_ in dangling.items():
+            types = stored.get(id_ or "", [])
+            if len(types) != 1:
+                raise bad_request(
+                    f"The reference '{reference}' is neither the fullUrl of an entry in this Bundle nor the id "
+                    "of exactly one stored resource",
+                    code="not-found",
+                )
+            conditional[reference] = f"{types[0]}/{id_}"
 
         def resolve(reference: str) -> str | None:
             return mapping.get(reference) or conditional.get(reference)
@@ -200,15 +223,28 @@ def _in_entry(error: AppError, index: int) -> AppError:
     return AppError(error.status, issues, error.headers)
 
 
-def _conditional_references(entries: list[dict[str, Any]]) -> set[str]:
+def _is_conditional(reference: str) -> bool:
+    return "?" in reference and not reference.startswith((*_LOCAL_REFERENCE_PREFIXES, "http://", "https://", "#"))
+
+
+def _uuid_of(full_url: Any) -> str | None:
+    """X from `urn:uuid:X`, when X is a well-formed UUID."""
+    if not isinstance(full_url, str) or not full_url.startswith("urn:uuid:"):
+        return None
+    try:
+        return str(uuid.UUID(full_url[9:]))
+    except ValueError:
+        return None
+
+
+def _references(entries: list[dict[str, Any]]) -> set[str]:
+    """Every Reference.reference value in the entries' resources."""
     found: set[str] = set()
 
     def walk(value: Any) -> None:
         if isinstance(value, dict):
             reference = value.get("reference")
-            if isinstance(reference, str) and "?" in reference and not reference.startswith(
-                (*_LOCAL_REFERENCE_PREFIXES, "http://", "https://", "#")
-            ):
+            if isinstance(reference, str):
                 found.add(reference)
             for item in value.values():
                 walk(item)

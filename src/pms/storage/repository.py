@@ -269,6 +269,18 @@ class FhirRepository:
             for r in rows
         ]
 
+    async def types_by_id(self, ids: list[str]) -> dict[str, list[str]]:
+        """The resource types that currently hold each of these ids (one query, for bundle placeholders)."""
+        if not ids:
+            return {}
+        rows = await self.conn.execute(
+            select(resource.c.id, resource.c.resource_type).where(resource.c.id.in_(ids), ~resource.c.deleted)
+        )
+        found: dict[str, list[str]] = {}
+        for row in rows:
+            found.setdefault(row.id, []).append(row.resource_type)
+        return found
+
     async def rid_of(self, resource_type: str, id_: str) -> int | None:
         return (
             await self.conn.execute(

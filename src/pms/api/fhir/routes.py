@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -112,6 +113,7 @@ async def metadata(request: Request) -> Response:
                              example={"resourceType": "Bundle", "type": "transaction-response"},
                              errors=(400, 404, 409, 412, 413, 415, 422)),
 )
+@router.post("/", include_in_schema=False)
 async def batch_or_transaction(request: Request) -> Response:
     check_accept(request)
     view = presentation(request)
@@ -150,8 +152,8 @@ async def search_post(request: Request, resource_type: ResourceType) -> Response
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type not in ("application/x-www-form-urlencoded", ""):
         raise AppError(415, [Issue("not-supported", "POST _search takes application/x-www-form-urlencoded")])
-    form = await request.form()
-    pairs = _query_pairs(request) + [(k, str(v)) for k, v in form.multi_items()]
+    form = (await request.body()).decode("utf-8", errors="replace")
+    pairs = _query_pairs(request) + parse_qsl(form, keep_blank_values=True)
     return await _run(request, InteractionRequest("POST", Target(resource_type, operation="_search", query=pairs)),
                       write=False)
 
