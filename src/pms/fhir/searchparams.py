@@ -98,10 +98,14 @@ _EMPTY: Mapping[str, SearchParam] = MappingProxyType({})
 class Registry:
     """Search parameters by resource type and code, plus compartment membership. Immutable."""
 
-    _definitions: tuple[_Definition, ...]
-    _compartments: Mapping[str, Mapping[str, tuple[str, ...]]]
+    _definitions: tuple[_Definition, ...] = field(repr=False)
+    _compartments: Mapping[str, Mapping[str, tuple[str, ...]]] = field(repr=False)
     _by_type: Mapping[str, Mapping[str, SearchParam]] = field(init=False, repr=False)
     _by_url: Mapping[str, _Definition] = field(init=False, repr=False)
+
+    def __repr__(self) -> str:
+        custom = sum(d.custom for d in self._definitions)
+        return f"Registry({len(self._definitions)} definitions, {custom} custom)"
 
     def __post_init__(self) -> None:
         by_url = {d.url: d for d in self._definitions}
@@ -120,6 +124,13 @@ class Registry:
 
     def get(self, resource_type: str, code: str) -> SearchParam | None:
         return self.params_for(resource_type).get(code)
+
+    def param(self, resource_type: str, code: str) -> SearchParam | None:
+        """Same as `get`: the name `fhir.search.model.ParamLookup` expects."""
+        return self.get(resource_type, code)
+
+    def is_resource_type(self, name: str) -> bool:
+        return name in self._by_type
 
     def by_url(self, url: str) -> SearchParam | None:
         """The parameter a canonical URL names (bound to its first base), e.g. for composite components."""
