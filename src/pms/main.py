@@ -16,7 +16,7 @@ from pms.api.errors import install_error_handlers
 from pms.api.fhir import docs
 from pms.api.fhir.routes import router as fhir_router
 from pms.config import Settings, get_settings
-from pms.core.db import Database, create_engine
+from pms.core.db import Database
 from pms.fhir.validation import validate_resource
 
 DESCRIPTION = """\
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.db = Database(create_engine(settings))
+        app.state.db = await Database.open(settings)
         try:
             yield
         finally:

@@ -108,14 +108,7 @@ class Interactions:
 
     async def read(self, resource_type: str, id_: str, request: InteractionRequest) -> Outcome:
         stored = await self.repo.read(resource_type, id_)
-        # http.html#cread: conditional read answers 304 when the client's copy is current.
-        if request.if_none_match is not None and request.if_none_match in (stored.etag, f'"{stored.version_id}"'):
-            return Outcome(304, stored)
-        if request.if_modified_since is not None and stored.last_updated.replace(microsecond=0) <= (
-            request.if_modified_since
-        ):
-            return Outcome(304, stored)
-        return Outcome(200, stored)
+        return conditional_read(stored, request.if_none_match, request.if_modified_since)
 
     async def create(
         self, resource_type: str, body: Any, if_none_exist: list[tuple[str, str]] | None, *, id_: str | None = None
@@ -254,6 +247,17 @@ class Interactions:
 
     def _location(self, stored: StoredVersion) -> str:
         return f"{self.base}/{stored.versioned_reference}"
+
+
+def conditional_read(
+    stored: StoredVersion, if_none_match: str | None, if_modified_since: datetime | None
+) -> Outcome:
+    """http.html#cread: 304 when the client's copy is current, else the resource."""
+    if if_none_match is not None and if_none_match in (stored.etag, f'"{stored.version_id}"'):
+        return Outcome(304, stored)
+    if if_modified_since is not None and stored.last_updated.replace(microsecond=0) <= if_modified_since:
+        return Outcome(304, stored)
+    return Outcome(200, stored)
 
 
 def apply_json_patch(current: StoredVersion, operations: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pms.config import Settings
 from pms.core.db import Database
 from pms.fhir.resource import Validator
 from pms.storage.bundles import BundleProcessor
+from pms.storage.fast_reads import FastReader
 from pms.storage.interactions import Interactions
 from pms.storage.repository import FhirRepository
 from pms.storage.search import ResourceSearch
@@ -34,6 +35,12 @@ async def interactions(request: Request, *, write: bool) -> AsyncIterator[Intera
         repo = FhirRepository(conn, validator=validator)
         search = ResourceSearch(conn, default_count=settings.default_page_size, max_count=settings.max_page_size)
         yield Interactions(repo, search, base=fhir_base(request))
+
+
+def fast_reader(request: Request) -> FastReader:
+    db: Database = request.app.state.db
+    assert db.fast_pool is not None, "the app's lifespan opens the read pool"
+    return FastReader(db.fast_pool)
 
 
 def bundle_processor(interactions_: Interactions) -> BundleProcessor:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from pms.api.fhir import docs
-from pms.api.fhir.context import bundle_processor, fhir_base, interactions
+from pms.api.fhir.context import bundle_processor, fast_reader, fhir_base, interactions
 from pms.api.fhir.negotiation import check_accept, fhir_response, presentation, read_body
 from pms.config import Settings
 from pms.core.errors import AppError, Issue
@@ -17,7 +17,8 @@ from pms.fhir.capability import capability_statement
 from pms.fhir.definitions import is_resource_type
 from pms.fhir.preconditions import http_date, search_criteria, version_from_etag
 from pms.fhir.urls import Target, parse_version
-from pms.storage.interactions import InteractionRequest, Outcome
+from pms.fhir.resource import check_id
+from pms.storage.interactions import InteractionRequest, Outcome, conditional_read
 
 router = APIRouter(prefix="/fhir")
 
@@ -216,11 +217,15 @@ async def type_history(request: Request, resource_type: ResourceType) -> Respons
             openapi_extra={"parameters": [IF_NONE_MATCH, IF_MODIFIED_SINCE, *READ_PARAMS]},
             responses=docs.responses(errors=(404, 410)))
 async def read(request: Request, resource_type: ResourceType, id: ResourceId) -> Response:
+    # The hot path: straight to the primary-key reader, no SQLAlchemy connection.
     _check_type(resource_type)
+    check_id(id)
+    check_accept(request)
+    view = presentation(request)
     headers = request.headers
-    call = InteractionRequest("GET", Target(resource_type, id), if_none_match=headers.get("if-none-match"),
-                              if_modified_since=http_date(headers.get("if-modified-since")))
-    return await _run(request, call, write=False)
+    stored = await fast_reader(request).read(resource_type, id)
+    outcome = conditional_read(stored, headers.get("if-none-match"), http_date(headers.get("if-modified-since")))
+    return fhir_response(outcome, view, head=request.method == "HEAD")
 
 
 @router.put("/{resource_type}/{id}", summary="Update (or create with this id)", tags=["instance"],
@@ -268,5 +273,7 @@ async def instance_history(request: Request, resource_type: ResourceType, id: Re
             openapi_extra={"parameters": READ_PARAMS}, responses=docs.responses(errors=(404, 410)))
 async def vread(request: Request, resource_type: ResourceType, id: ResourceId, version_id: VersionId) -> Response:
     _check_type(resource_type)
-    target = Target(resource_type, id, history=True, version_id=parse_version(version_id))
-    return await _run(request, InteractionRequest("GET", target), write=False)
+    check_id(id)
+    check_accept(request)
+    stored = await fast_reader(request).vread(resource_type, id, parse_version(version_id))
+    return fhir_response(Outcome(200, stored), presentation(request), head=request.method == "HEAD")
