@@ -192,6 +192,13 @@ def date_range(text: str) -> tuple[datetime, datetime] | None:
 
 def number_range(value: Decimal) -> tuple[Decimal, Decimal]:
     """[low, high) from the value's implicit precision (search.html#number): 100 -> [99.5, 100.5)."""
+    # Keyed by the text, not the Decimal: Decimal("1.5") == Decimal("1.50") but their ranges differ.
+    return _number_range(str(value))
+
+
+@lru_cache(maxsize=65536)
+def _number_range(text: str) -> tuple[Decimal, Decimal]:
+    value = Decimal(text)
     exponent = value.as_tuple().exponent
     if not isinstance(exponent, int):  # NaN / Infinity
         return value, value
@@ -200,6 +207,8 @@ def number_range(value: Decimal) -> tuple[Decimal, Decimal]:
 
 
 def _decimal(value: Any) -> Decimal | None:
+    if type(value) is Decimal:
+        return value
     if isinstance(value, bool):
         return None
     if isinstance(value, Decimal | int):
@@ -644,8 +653,9 @@ def _composite(param: SearchParam, resource_type: str, engine: Engine) -> tuple[
                 out: list[IndexValue] = []
                 for items_fn, component_fns in per_branch:
                     for item in items_fn(focus, root):
-                        columns = [_component_values(fn([item], root)) for fn in component_fns]
-                        out.extend(CompositeValue(code, combo) for combo in product(*columns))
+                        columns = _columns(component_fns, [item], root)
+                        if columns:
+                            out.extend(CompositeValue(code, combo) for combo in product(*columns))
                 return out
 
             return run, "fast"
@@ -663,6 +673,21 @@ def _composite(param: SearchParam, resource_type: str, engine: Engine) -> tuple[
         return out
 
     return run_fallback, "fhirpathpy"
+
+
+def _columns(
+    fns: Sequence[ParamFn], focus: list[Any], root: Mapping[str, Any]
+) -> list[list[IndexValue]] | None:
+    """Each component's values on one item, or None as soon as one has none (the value component, usually
+    last and often absent, is evaluated first)."""
+    columns: list[list[IndexValue]] = []
+    for fn in reversed(fns):
+        column = _component_values(fn(focus, root))
+        if not column:
+            return None
+        columns.append(column)
+    columns.reverse()
+    return columns
 
 
 def _component_values(values: list[IndexValue]) -> list[IndexValue]:
