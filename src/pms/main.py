@@ -18,6 +18,7 @@ from pms.api.fhir.routes import router as fhir_router
 from pms.config import Settings, get_settings
 from pms.core.db import Database
 from pms.fhir.validation import validate_resource
+from pms.storage.registry_provider import RegistryProvider
 
 DESCRIPTION = """\
 A FHIR R4 server for clinics. Every entity is a FHIR resource at `/fhir/{type}`; reads, writes,
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="PMS FHIR API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.validator = validate_resource
+    app.state.registry_provider = RegistryProvider()
     install_error_handlers(app)
     app.include_router(fhir_router)
 

@@ -18,6 +18,7 @@ class Target:
     history: bool = False
     version_id: int | None = None
     operation: str | None = None  # `_search` or a `$name`
+    compartment: tuple[str, str] | None = None  # `Patient/123/Observation` searches Patient/123's compartment
     query: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -64,4 +65,8 @@ def parse_target(url: str, base: str | None = None) -> Target:
             return Target(resource_type, id_, history=True, version_id=parse_version(rest[2]), query=query)
     if rest[1].startswith("$") and len(rest) == 2:
         return Target(resource_type, id_, operation=rest[1], query=query)
+    if len(rest) == 2 and (rest[1] == "*" or is_resource_type(rest[1])):
+        # search.html#compartment: [base]/Patient/123/Observation?...
+        searched = None if rest[1] == "*" else rest[1]
+        return Target(searched, query=query, compartment=(resource_type, id_))
     raise bad_request(f"Unsupported request URL '{url[:200]}'", code="not-supported")

@@ -82,7 +82,7 @@ class BundleProcessor:
             if request.method == "POST" and target.id is None and target.operation is None:
                 existing = None
                 if request.if_none_exist is not None:
-                    matches = await self.interactions.search.match_ids(target.resource_type, request.if_none_exist)
+                    matches = await self.interactions.match_ids(target.resource_type, request.if_none_exist)
                     if len(matches) > 1:
                         raise _in_entry(precondition_failed("ifNoneExist matches more than one resource"), index)
                     existing = matches[0] if matches else None
@@ -94,7 +94,7 @@ class BundleProcessor:
             elif request.method == "PUT" and target.id is not None:
                 reference = f"{target.resource_type}/{target.id}"
             elif request.method == "PUT" and target.query:
-                matches = await self.interactions.search.match_ids(target.resource_type, target.query)
+                matches = await self.interactions.match_ids(target.resource_type, target.query)
                 if len(matches) == 1:
                     reference = f"{target.resource_type}/{matches[0]}"
                 elif not matches:
@@ -118,7 +118,7 @@ class BundleProcessor:
             type_name, _, query = reference.partition("?")
             target = parse_target(f"{type_name}?{query}")
             assert target.resource_type is not None
-            matches = await self.interactions.search.match_ids(target.resource_type, target.query)
+            matches = await self.interactions.match_ids(target.resource_type, target.query)
             if len(matches) != 1:
                 raise precondition_failed(
                     f"The conditional reference '{reference[:120]}' matches {len(matches)} resources; "

@@ -1,8 +1,9 @@
 """An embedded, real PostgreSQL for development: `make run` / `pms serve` without DATABASE_URL.
 
-The cluster lives in `<data_dir>/pgdata` and survives restarts. Preferred binaries are Debian's
-(`/usr/lib/postgresql/<major>/bin`), serving a private trust-auth cluster on 127.0.0.1 with its unix
-sockets in the data dir; without them the `pgserver` wheel (PostgreSQL 16, unix socket only) is used.
+The cluster lives in `<data_dir>/pgdata` and survives restarts: a private trust-auth server on 127.0.0.1
+(port chosen once, saved in `<data_dir>/pgdata.port`) with its unix sockets in the data dir. Binaries are
+Debian's (`/usr/lib/postgresql/<major>/bin`), else the ones bundled in the `pgserver` wheel (PostgreSQL 16).
+initdb/pg_ctl refuse to run as root, so as root they run as the `postgres` OS user.
 A server left running by a crashed run from the same data dir is reused (and left running on `stop()`);
 a stale `postmaster.pid` (dead process, or a pid since reused by something else) is cleaned up.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import importlib.util
 import os
 import pwd
 import shlex
@@ -25,7 +27,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 DATABASE = "pms"
 SUPERUSER = "postgres"
@@ -48,8 +49,6 @@ class Postmaster:
 
     pid: int
     port: int
-    socket_dir: str
-    listen: str
     status: str
 
     @classmethod
@@ -64,8 +63,7 @@ class Postmaster:
             pid, port = int(lines[0]), int(lines[3] or 0)
         except ValueError:
             return None
-        return cls(pid=pid, port=port, socket_dir=lines[4].strip(), listen=lines[5].strip(),
-                   status=lines[7].strip())
+        return cls(pid=pid, port=port, status=lines[7].strip())
 
 
 class EmbeddedPostgres:
@@ -87,8 +85,7 @@ class EmbeddedPostgres:
             while True:
                 postmaster = self._running_postmaster()
                 if postmaster is None:
-                    bindir = debian_bindir(self.pgdata)
-                    postmaster = self._start_debian(bindir) if bindir else self._start_pgserver()
+                    postmaster = self._start_server(_bindir(self.pgdata))
                     self._started_pid = postmaster.pid
                 try:
                     _ensure_database(postmaster)
@@ -98,7 +95,7 @@ class EmbeddedPostgres:
                     if self._started_pid is not None or _is_our_postmaster(postmaster.pid, self.pgdata):
                         raise
                     continue
-                return _url(postmaster, DATABASE)
+                return _url(postmaster.port)
 
     def stop(self) -> None:
         """Fast shutdown of the server this instance started; a reused server is left running."""
@@ -120,7 +117,7 @@ class EmbeddedPostgres:
         """The URL of a ready server running from this data dir, or None (`pms db url`)."""
         postmaster = Postmaster.read(self.pgdata)
         if postmaster and postmaster.status == "ready" and _is_our_postmaster(postmaster.pid, self.pgdata):
-            return _url(postmaster, DATABASE)
+            return _url(postmaster.port)
         return None
 
     @property
@@ -145,10 +142,10 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             postmaster = Postmaster.read(self.pgdata)
-            if postmaster is None:
-                return None
-            if not _is_our_postmaster(postmaster.pid, self.pgdata):
-                self._clear_stale(postmaster)
+            if postmaster is None or not _is_our_postmaster(postmaster.pid, self.pgdata):
+                # Under our lock nobody else is starting a server here, so a pid file that is garbled
+                # (crash mid-write) or names a dead/foreign process is stale.
+                self._clear_stale()
                 return None
             if postmaster.status == "ready":
                 return postmaster
@@ -156,7 +153,9 @@ class EmbeddedPostgres:
                 raise EmbeddedPostgresError(f"server in {self.pgdata} stuck in state {postmaster.status!r}")
             time.sleep(0.05)
 
-    def _clear_stale(self, postmaster: Postmaster) -> None:
+    def _clear_stale(self) -> None:
+        if not (self.pgdata / "postmaster.pid").exists():
+            return
         # After a kill -9 of the postmaster its children exit on their own within moments; a new
         # postmaster refuses to start while they still hold the old shared memory, so wait for them.
         deadline = time.monotonic() + 5.0
@@ -171,8 +170,10 @@ class EmbeddedPostgres:
         for lock in self.pgdata.glob(".s.PGSQL.*"):
             lock.unlink(missing_ok=True)
 
-    def _start_debian(self, bindir: Path) -> Postmaster:
+    def _start_server(self, bindir: Path) -> Postmaster:
         run_as = _os_user() if os.geteuid() == 0 else None
+        if run_as is not None:
+            _ensure_traversable(bindir, run_as.pw_uid)  # e.g. the wheel's binaries in a venv under /root
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(bindir, run_as)
         log = self.pgdata / "server.log"
@@ -183,9 +184,22 @@ class EmbeddedPostgres:
             port = self._choose_port(fresh=attempt > 0)
             options = f"-p {port} -c listen_addresses={LISTEN} -k {shlex.quote(self._socket_dir())}"
             result = _run(
-                [str(bindir / "pg_ctl"), "start", "-D", str(self.pgdata), "-l", str(log), "-w",
-                 "-t", str(int(START_TIMEOUT)), "-s", "-o", options],
-                run_as=run_as, check=False,
+                [
+                    str(bindir / "pg_ctl"),
+                    "start",
+                    "-D",
+                    str(self.pgdata),
+                    "-l",
+                    str(log),
+                    "-w",
+                    "-t",
+                    str(int(START_TIMEOUT)),
+                    "-s",
+                    "-o",
+                    options,
+                ],
+                run_as=run_as,
+                check=False,
             )
             postmaster = Postmaster.read(self.pgdata)
             if result.returncode == 0 and postmaster is not None:
@@ -202,8 +216,18 @@ class EmbeddedPostgres:
         # C collation: fast, deterministic sorting; a UTF-8 ctype so lower()/ILIKE handle non-ASCII names.
         ctype = "C.UTF-8" if _has_locale("C.utf8") else "C"
         _run(
-            [str(bindir / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, "--auth=trust",
-             "--encoding=UTF8", "--locale=C", f"--lc-ctype={ctype}", "--no-instructions"],
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(self.pgdata),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                f"--lc-ctype={ctype}",
+                "--no-instructions",
+            ],
             run_as=run_as,
         )
 
@@ -226,24 +250,28 @@ class EmbeddedPostgres:
         saved_file.write_text(f"{port}\n")
         return port
 
-    def _start_pgserver(self) -> Postmaster:
-        try:
-            import pgserver
-        except ImportError as exc:
-            raise EmbeddedPostgresError(
-                "no PostgreSQL binaries: install Debian's postgresql package or the pgserver wheel"
-            ) from exc
-        self.pgdata.mkdir(exist_ok=True)
-        # The constructor (unlike get_server()) skips pgserver's per-process instance cache, which would
-        # hand back a handle to a server we have since stopped. cleanup_mode=None: we stop it ourselves.
-        pgserver.PostgresServer(self.pgdata.resolve(), cleanup_mode=None)
-        postmaster = Postmaster.read(self.pgdata)
-        if postmaster is None:
-            raise EmbeddedPostgresError(f"pgserver did not start a server in {self.pgdata}")
-        return postmaster
-
 
 # -- binaries and users ---------------------------------------------------------------------------------
+
+
+def _bindir(pgdata: Path) -> Path:
+    bindir = debian_bindir(pgdata) or pgserver_bindir()
+    if bindir is None:
+        raise EmbeddedPostgresError(
+            "no PostgreSQL binaries: install Debian's postgresql package or the pgserver wheel"
+        )
+    return bindir
+
+
+def pgserver_bindir() -> Path | None:
+    """The binaries bundled in the pgserver wheel, found without importing it (its import has side
+    effects: a lock dir under $XDG_RUNTIME_DIR). We only use the binaries; starting is ours, as above."""
+    spec = importlib.util.find_spec("pgserver")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        bindir = Path(location) / "pginstall" / "bin"
+        if (bindir / "pg_ctl").exists():
+            return bindir
+    return None
 
 
 def debian_bindir(pgdata: Path) -> Path | None:
@@ -266,7 +294,9 @@ def _os_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(OS_USER)
     except KeyError as exc:
-        raise EmbeddedPostgresError(f"running as root needs the {OS_USER!r} OS user to run PostgreSQL") from exc
+        raise EmbeddedPostgresError(
+            f"as root, PostgreSQL must run as the {OS_USER!r} OS user: none exists"
+        ) from exc
 
 
 def _ensure_traversable(path: Path, uid: int) -> None:
@@ -286,8 +316,9 @@ def _run(
         # extra_groups=[] drops root's supplementary groups; cwd "/" because root's may be unreadable.
         user = {"user": run_as.pw_uid, "group": run_as.pw_gid, "extra_groups": [], "cwd": "/"}
         env["HOME"] = run_as.pw_dir
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                            check=False, **user)
+    result = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False, **user
+    )
     if check and result.returncode != 0:
         raise EmbeddedPostgresError(f"{Path(cmd[0]).name} failed: {(result.stderr or result.stdout).strip()}")
     return result
@@ -403,23 +434,17 @@ def _shutdown(pid: int, pgdata: Path) -> None:
 # -- connections ----------------------------------------------------------------------------------------
 
 
-def _url(postmaster: Postmaster, database: str) -> str:
-    if postmaster.listen and postmaster.listen != "*":
-        host = postmaster.listen.split(",")[0].strip()
-        return f"postgresql://{SUPERUSER}@{host}:{postmaster.port}/{database}"
-    query = f"host={quote(postmaster.socket_dir)}"
-    if postmaster.port != 5432:
-        query += f"&port={postmaster.port}"
-    return f"postgresql://{SUPERUSER}@/{database}?{query}"
+def _url(port: int) -> str:
+    return f"postgresql://{SUPERUSER}@{LISTEN}:{port}/{DATABASE}"
 
 
 def _ensure_database(postmaster: Postmaster) -> None:
     import asyncpg
 
     async def create() -> None:
-        host = postmaster.listen.split(",")[0].strip() if postmaster.listen else postmaster.socket_dir
-        conn = await asyncpg.connect(host=host, port=postmaster.port, user=SUPERUSER, database="postgres",
-                                     timeout=10)
+        conn = await asyncpg.connect(
+            host=LISTEN, port=postmaster.port, user=SUPERUSER, database="postgres", timeout=10
+        )
         try:
             if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
                 await conn.execute(f'CREATE DATABASE "{DATABASE}"')

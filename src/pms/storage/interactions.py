@@ -21,7 +21,11 @@ from pms.fhir.resource import check_body, check_id
 from pms.fhir.urls import Target
 from pms.storage.records import StoredVersion
 from pms.storage.repository import FhirRepository
-from pms.storage.search import ResourceSearch
+from pms.fhir.search import parse_search
+from pms.fhir.search.model import SearchRequest
+from pms.fhir.searchparams import Registry
+from pms.fhir.summary import select_elements, summarize
+from pms.storage.search.engine import SearchEngine, SearchResult
 
 ReturnPreference = Literal["minimal", "representation", "OperationOutcome"]
 
@@ -50,16 +54,39 @@ class Outcome:
 
 
 class Interactions:
-    def __init__(self, repo: FhirRepository, search: ResourceSearch, *, base: str) -> None:
+    def __init__(
+        self, repo: FhirRepository, registry: Registry, *, base: str, default_count: int, max_count: int
+    ) -> None:
         self.repo = repo
-        self.search = search
+        self.registry = registry
         self.base = base.rstrip("/")
+        self.max_count = max_count
+        self.engine = SearchEngine(repo.conn, registry, base=self.base, default_count=default_count)
+
+    def parse(self, resource_type: str | None, query: list[tuple[str, str]], *, strict: bool) -> SearchRequest:
+        return parse_search(resource_type, query, self.registry, handling="strict" if strict else "lenient",
+                            max_count=self.max_count)
+
+    async def match_ids(self, resource_type: str, query: list[tuple[str, str]], *, limit: int = 2) -> list[str]:
+        """Ids matching the criteria of a conditional interaction. Always strict: silently ignoring a
+        criterion would change what matches (http.html#ccreate)."""
+        request = self.parse(resource_type, query, strict=True)
+        if not (request.criteria or request.has or request.lists or request.text or request.content):
+            raise bad_request("A conditional request needs search criteria", code="invalid")
+        await self.repo.flush()
+        return await self.engine.match_ids(request, limit=limit)
 
     async def execute(self, request: InteractionRequest) -> Outcome:
         target, method = request.target, request.method
+        if target.compartment is not None and method in ("GET", "HEAD"):
+            return await self.search_type(
+                target.resource_type, target.query, strict=request.strict, compartment=target.compartment
+            )
         if target.resource_type is None:
-            if method == "GET" and target.history:
+            if method in ("GET", "HEAD") and target.history:
                 return await self.history(target)
+            if method in ("GET", "HEAD"):
+                return await self.search_type(None, target.query, strict=request.strict)  # search.html#all
             raise not_supported(f"{method} is not supported on the base URL here", status=405)
         if target.operation == "_search" and method == "POST":
             return await self.search_type(target.resource_type, target.query, strict=request.strict)
@@ -116,7 +143,7 @@ class Interactions:
         resource = check_body(body, resource_type=resource_type, id_=None, require_id=False)
         if if_none_exist is not None:
             # http.html#ccreate: 0 matches -> create, 1 -> return it (200), more -> 412.
-            matches = await self.search.match_ids(resource_type, if_none_exist)
+            matches = await self.match_ids(resource_type, if_none_exist)
             if len(matches) > 1:
                 raise precondition_failed(
                     f"If-None-Exist criteria match {len(matches)} {resource_type} resources; they must be more selective"
@@ -158,7 +185,7 @@ class Interactions:
     async def conditional_update(
         self, resource_type: str, query: list[tuple[str, str]], request: InteractionRequest
     ) -> Outcome:
-        matches = await self.search.match_ids(resource_type, query)
+        matches = await self.match_ids(resource_type, query)
         body_id = request.body.get("id") if isinstance(request.body, dict) else None
         if len(matches) > 1:
             raise precondition_failed(f"The criteria match {len(matches)} {resource_type} resources (http.html#cond-update)")
@@ -179,7 +206,7 @@ class Interactions:
     async def conditional_patch(
         self, resource_type: str, query: list[tuple[str, str]], request: InteractionRequest
     ) -> Outcome:
-        matches = await self.search.match_ids(resource_type, query)
+        matches = await self.match_ids(resource_type, query)
         if not matches:
             raise not_found(f"No {resource_type} matches the conditional patch criteria")
         if len(matches) > 1:
@@ -188,7 +215,7 @@ class Interactions:
 
     async def conditional_delete(self, resource_type: str, query: list[tuple[str, str]]) -> Outcome:
         """Delete every match (http.html#3.1.0.7.1: multiple matches may all be deleted)."""
-        matches = await self.search.match_ids(resource_type, query, limit=1001)
+        matches = await self.match_ids(resource_type, query, limit=1001)
         if len(matches) > 1000:
             raise precondition_failed("The criteria match more than 1000 resources; narrow them down")
         for id_ in matches:
@@ -197,21 +224,45 @@ class Interactions:
 
     # -- search and history -------------------------------------------------------------------------------
 
-    async def search_type(self, resource_type: str, query: list[tuple[str, str]], *, strict: bool) -> Outcome:
-        result = await self.search.search(resource_type, query, strict=strict)
-        links = [("self", bundles.page_url(self.base, resource_type, query))]
-        if result.next_page is not None:
-            links.append(("next", bundles.page_url(self.base, resource_type, query, _page=result.next_page)))
-        entries = [
-            {"fullUrl": f"{self.base}/{m.reference}", "resource": bundles.raw(m.content or b"{}"),
-             "search": {"mode": "match"}}
-            for m in result.matches
-        ]
+    async def search_type(
+        self,
+        resource_type: str | None,
+        query: list[tuple[str, str]],
+        *,
+        strict: bool,
+        compartment: tuple[str, str] | None = None,
+    ) -> Outcome:
+        request = self.parse(resource_type, query, strict=strict)
+        await self.repo.flush()
+        result = await self.engine.search(request, compartment=compartment)
+        path = _search_path(resource_type, compartment)
+        return Outcome(200, body=self._searchset(request, result, path))
+
+    def _searchset(self, request: SearchRequest, result: SearchResult, path: str) -> dict[str, Any]:
+        used = list(request.used)
+        links = [("self", bundles.page_url(self.base, path, used))]
+        if result.next_token or result.previous_token:
+            links.append(("first", bundles.page_url(self.base, path, used)))
+        if result.previous_token:
+            links.append(("previous", bundles.page_url(self.base, path, used, _page=result.previous_token)))
+        if result.next_token:
+            links.append(("next", bundles.page_url(self.base, path, used, _page=result.next_token)))
+        entries = [self._search_entry(m, "match", request) for m in result.matches]
+        entries += [self._search_entry(m, "include", request) for m in result.included]
         if result.warnings:
-            entries.append(
-                {"resource": operation_outcome(result.warnings), "search": {"mode": "outcome"}}
-            )
-        return Outcome(200, body=bundles.bundle("searchset", entries, total=result.total, links=links))
+            entries.append({"resource": operation_outcome(result.warnings), "search": {"mode": "outcome"}})
+        return bundles.bundle("searchset", entries, total=result.total, links=links)
+
+    def _search_entry(self, stored: StoredVersion, mode: str, request: SearchRequest) -> dict[str, Any]:
+        content: Any = bundles.raw(stored.content or b"{}")
+        if request.summary in ("true", "text", "data") or request.elements:
+            resource = jsonio.loads(stored.content or "{}")
+            if request.summary in ("true", "text", "data"):
+                resource = summarize(resource, request.summary)
+            else:
+                resource = select_elements(resource, list(request.elements))
+            content = resource
+        return {"fullUrl": f"{self.base}/{stored.reference}", "resource": content, "search": {"mode": mode}}
 
     async def history(self, target: Target) -> Outcome:
         params: HistoryQuery = parse_history_query(target.query)
@@ -247,6 +298,12 @@ class Interactions:
 
     def _location(self, stored: StoredVersion) -> str:
         return f"{self.base}/{stored.versioned_reference}"
+
+
+def _search_path(resource_type: str | None, compartment: tuple[str, str] | None) -> str:
+    if compartment is not None:
+        return f"{compartment[0]}/{compartment[1]}/{resource_type or '*'}"
+    return resource_type or ""
 
 
 def conditional_read(

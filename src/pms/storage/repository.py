@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pms.core.errors import gone, not_found, precondition_failed
 from pms.fhir import jsonio
 from pms.fhir.resource import Validator, check_id, stamp, validate
+from pms.storage.indexer import Indexer
 from pms.storage.records import StoredVersion
 from pms.storage.tables import resource, resource_version
 
@@ -41,11 +42,17 @@ class FhirRepository:
         conn: AsyncConnection,
         *,
         validator: Validator,
+        indexer: Indexer,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.conn = conn
         self.validator = validator
+        self.indexer = indexer
         self.clock = clock
+
+    async def flush(self) -> None:
+        """Write buffered search index rows; done before any search and before the unit of work commits."""
+        await self.indexer.flush(self.conn)
 
     # -- reads -------------------------------------------------------------------------------------------
 
@@ -105,7 +112,8 @@ class FhirRepository:
         resource_type = body["resourceType"]
         id_ = id_ or new_id()
         now = self.clock()
-        content = jsonio.dumps(stamp(body, id_=id_, version_id=1, last_updated=now))
+        stamped = stamp(body, id_=id_, version_id=1, last_updated=now)
+        content = jsonio.dumps(stamped)
         rid = (
             await self.conn.execute(
                 insert(resource)
@@ -117,7 +125,8 @@ class FhirRepository:
             )
         ).scalar_one()
         await self._record_version(rid, resource_type, id_, 1, now, "POST", content)
-        return StoredVersion(resource_type, id_, 1, now, False, content, "POST")
+        self.indexer.index(rid, stamped, replace=False)
+        return StoredVersion(resource_type, id_, 1, now, False, content, "POST", rid)
 
     async def update(
         self, body: dict[str, Any], *, id_: str, if_match: int | None = None
@@ -207,6 +216,7 @@ class FhirRepository:
             .values(version_id=version_id, last_updated=now, deleted=True, content=None)
         )
         await self._record_version(locked.rid, resource_type, id_, version_id, now, "DELETE", None)
+        self.indexer.unindex(locked.rid)
         return StoredVersion(resource_type, id_, version_id, now, True, None, "DELETE")
 
     # -- history -----------------------------------------------------------------------------------------
@@ -294,7 +304,8 @@ class FhirRepository:
         self, body: dict[str, Any], resource_type: str, id_: str
     ) -> StoredVersion | None:
         now = self.clock()
-        content = jsonio.dumps(stamp(body, id_=id_, version_id=1, last_updated=now))
+        stamped = stamp(body, id_=id_, version_id=1, last_updated=now)
+        content = jsonio.dumps(stamped)
         statement = (
             pg_insert(resource)
             .values(
@@ -308,20 +319,23 @@ class FhirRepository:
         if rid is None:
             return None
         await self._record_version(rid, resource_type, id_, 1, now, "PUT", content)
-        return StoredVersion(resource_type, id_, 1, now, False, content, "PUT")
+        self.indexer.index(rid, stamped, replace=False)
+        return StoredVersion(resource_type, id_, 1, now, False, content, "PUT", rid)
 
     async def _write_version(
         self, rid: int, body: dict[str, Any], resource_type: str, id_: str, version_id: int, method: str
     ) -> StoredVersion:
         now = self.clock()
-        content = jsonio.dumps(stamp(body, id_=id_, version_id=version_id, last_updated=now))
+        stamped = stamp(body, id_=id_, version_id=version_id, last_updated=now)
+        content = jsonio.dumps(stamped)
         await self.conn.execute(
             update(resource)
             .where(resource.c.rid == rid)
             .values(version_id=version_id, last_updated=now, deleted=False, content=content.decode())
         )
         await self._record_version(rid, resource_type, id_, version_id, now, method, content)
-        return StoredVersion(resource_type, id_, version_id, now, False, content, method)
+        self.indexer.index(rid, stamped, replace=True)
+        return StoredVersion(resource_type, id_, version_id, now, False, content, method, rid)
 
     async def _record_version(
         self,

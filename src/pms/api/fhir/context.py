@@ -14,7 +14,8 @@ from pms.storage.bundles import BundleProcessor
 from pms.storage.fast_reads import FastReader
 from pms.storage.interactions import Interactions
 from pms.storage.repository import FhirRepository
-from pms.storage.search import ResourceSearch
+from pms.storage.indexer import Indexer
+from pms.storage.registry_provider import RegistryProvider
 
 
 def fhir_base(request: Request) -> str:
@@ -30,11 +31,17 @@ async def interactions(request: Request, *, write: bool) -> AsyncIterator[Intera
     db: Database = request.app.state.db
     settings: Settings = request.app.state.settings
     validator: Validator = request.app.state.validator
+    provider: RegistryProvider = request.app.state.registry_provider
     unit = db.transaction() if write else db.reader()
     async with unit as conn:
-        repo = FhirRepository(conn, validator=validator)
-        search = ResourceSearch(conn, default_count=settings.default_page_size, max_count=settings.max_page_size)
-        yield Interactions(repo, search, base=fhir_base(request))
+        registry = await provider.get(conn)
+        repo = FhirRepository(conn, validator=validator, indexer=Indexer(registry))
+        yield Interactions(
+            repo, registry, base=fhir_base(request), default_count=settings.default_page_size,
+            max_count=settings.max_page_size,
+        )
+        # Index rows of this unit's writes go in before it commits.
+        await repo.flush()
 
 
 def fast_reader(request: Request) -> FastReader:

@@ -18,6 +18,7 @@ from pms.fhir.definitions import is_resource_type
 from pms.fhir.preconditions import http_date, search_criteria, version_from_etag
 from pms.fhir.urls import Target, parse_version
 from pms.fhir.resource import check_id
+from pms.storage.registry_provider import RegistryProvider
 from pms.storage.interactions import InteractionRequest, Outcome, conditional_read
 
 router = APIRouter(prefix="/fhir")
@@ -102,7 +103,16 @@ def _query_pairs(request: Request) -> list[tuple[str, str]]:
 async def metadata(request: Request) -> Response:
     check_accept(request)
     view = presentation(request)
-    statement = capability_statement(base=fhir_base(request), software_version=request.app.version)
+    provider: RegistryProvider = request.app.state.registry_provider
+    async with request.app.state.db.reader() as conn:
+        registry = await provider.get(conn)
+    statement = capability_statement(
+        base=fhir_base(request), software_version=request.app.version,
+        search_parameters=lambda type_name: [
+            (p.code, p.type, p.url) for p in registry.params_for(type_name).values()
+            if p.code not in ("_id", "_lastUpdated")
+        ],
+    )
     return fhir_response(Outcome(200, body=statement), view)
 
 
@@ -122,6 +132,15 @@ async def batch_or_transaction(request: Request) -> Response:
     async with interactions(request, write=True) as fhir:
         result = await bundle_processor(fhir).process(body, prefer=view.prefer_return)
     return fhir_response(Outcome(200, body=result), view)
+
+
+@router.get("", summary="Whole-system search (_type=...)", tags=["system"],
+            openapi_extra={"parameters": [_query("_type", "Resource types to search, comma-separated",
+                                                 "Patient,Practitioner"), *SEARCH_PARAMS]},
+            responses=docs.responses(description="A searchset Bundle"))
+@router.get("/", include_in_schema=False)
+async def system_search(request: Request) -> Response:
+    return await _run(request, InteractionRequest("GET", Target(query=_query_pairs(request))), write=False)
 
 
 @router.get("/_history", summary="History of all resources", tags=["system"],
@@ -266,6 +285,20 @@ async def delete(request: Request, resource_type: ResourceType, id: ResourceId) 
 async def instance_history(request: Request, resource_type: ResourceType, id: ResourceId) -> Response:
     _check_type(resource_type)
     target = Target(resource_type, id, history=True, query=_query_pairs(request))
+    return await _run(request, InteractionRequest("GET", target), write=False)
+
+
+@router.get("/{compartment}/{id}/{resource_type}", summary="Search in a compartment (e.g. Patient/123/Observation)",
+            tags=["instance"], openapi_extra={"parameters": SEARCH_PARAMS},
+            responses=docs.responses(description="A searchset Bundle"))
+async def compartment_search(
+    request: Request, compartment: ResourceType, id: ResourceId, resource_type: str
+) -> Response:
+    _check_type(compartment)
+    if resource_type != "*":
+        _check_type(resource_type)
+    target = Target(None if resource_type == "*" else resource_type, query=_query_pairs(request),
+                    compartment=(compartment, id))
     return await _run(request, InteractionRequest("GET", target), write=False)
 
 

@@ -1,0 +1,1 @@
+"""FHIR search over the typed index tables: SQL compilation, paging, includes."""
