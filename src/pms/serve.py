@@ -1,0 +1,118 @@
+"""What `pms serve` and `pms migrate` do: embedded database when needed, migrations, uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+from pms.config import Settings
+from pms.storage.embedded import EmbeddedPostgres
+
+APP_FACTORY = "pms.main:create_app"
+# Serialises `pms migrate` across replicas that start together (any constant shared by all of them).
+MIGRATION_LOCK_KEY = 0x706D735F6D6967  # "pms_mig"
+
+
+class _Terminated(BaseException):
+    """SIGTERM, turned into an exception so that cleanup (stopping the embedded database) runs."""
+
+
+def default_workers() -> int:
+    """$WEB_CONCURRENCY (uvicorn's convention) if set, else one worker per CPU we may run on."""
+    if env := os.environ.get("WEB_CONCURRENCY"):
+        return max(1, int(env))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def find_alembic_ini() -> Path:
+    """alembic.ini next to a migrations/ dir, walking up from the package (a checkout) then the CWD
+    (an installed package, e.g. the Docker image's workdir)."""
+    for start in (Path(__file__).resolve().parent, Path.cwd()):
+        for directory in (start, *start.parents):
+            if (directory / "alembic.ini").is_file() and (directory / "migrations").is_dir():
+                return directory / "alembic.ini"
+    raise FileNotFoundError("alembic.ini with a migrations/ directory not found (run from the project dir)")
+
+
+def run_migrations(database_url: str) -> None:
+    """`alembic upgrade head`, holding an advisory lock so that concurrent runs take turns."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(find_alembic_ini()))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))  # configparser interpolation
+
+    async def upgrade() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://", 1))
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+            # migrations/env.py runs its own event loop: give it a thread without one.
+            await asyncio.to_thread(command.upgrade, config, "head")
+        finally:
+            await conn.close()  # ends the session, which releases the lock
+
+    asyncio.run(upgrade())
+
+
+@contextlib.contextmanager
+def resolved_database_url(settings: Settings) -> Iterator[str]:
+    """The configured DATABASE_URL, else an embedded PostgreSQL's, stopped on exit if we started it."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    embedded = EmbeddedPostgres(Path(settings.data_dir))
+    url = embedded.start()
+    print(f"Embedded PostgreSQL at {url} (data in {embedded.pgdata})", flush=True)
+    try:
+        yield url
+    finally:
+        embedded.stop()
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve(settings: Settings, *, host: str, port: int, workers: int, reload: bool, migrate: bool) -> int:
+    """Run the API until SIGINT/SIGTERM; the embedded database (if any) is stopped on every way out."""
+    import uvicorn
+
+    try:
+        with _sigterm_raises(), resolved_database_url(settings) as url:
+            # Uvicorn workers are separate processes that build their own Settings from the environment.
+            os.environ["DATABASE_URL"] = url
+            if migrate:
+                run_migrations(url)
+            print(f"PMS FHIR API on http://{host}:{port}/fhir (docs: http://{host}:{port}/docs)", flush=True)
+            uvicorn.run(
+                APP_FACTORY,
+                factory=True,
+                host=host,
+                port=port,
+                workers=None if reload else workers,
+                reload=reload,
+                reload_dirs=[str(Path(__file__).resolve().parent)] if reload else None,
+                loop="uvloop",
+                http="httptools",
+                access_log=False,
+                log_level=settings.log_level,
+            )
+    except (KeyboardInterrupt, _Terminated):
+        # Uvicorn re-raises the signal it shut down on once it is done; a requested stop is a clean exit.
+        pass
+    return 0
