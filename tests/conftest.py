@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 
 from pms.config import Settings
+from pms.core.db import Database
 from pms.main import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(DATABASE_URL=database_url, max_body_bytes=2 * 1024 * 1024)
+    return Settings(DATABASE_URL=database_url, max_body_bytes=2 * 1024 * 1024, search_registry_ttl=0)
 
 
 @pytest.fixture(scope="session")
@@ -113,6 +114,16 @@ async def server_url(settings: Settings) -> AsyncIterator[str]:
 async def client(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
         yield http
+
+
+@pytest.fixture
+async def database(settings: Settings) -> AsyncIterator[Database]:
+    """Direct access to the test database, for work the API does not expose (e.g. reindexing)."""
+    db = await Database.open(settings)
+    try:
+        yield db
+    finally:
+        await db.dispose()
 
 
 @pytest.fixture(scope="session")

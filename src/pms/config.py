@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     default_page_size: int = 20
     max_page_size: int = 1000
     max_bundle_entries: int = 10_000
-    validate_required_bindings: bool = True
+    search_registry_ttl: float = Field(
+        default=5.0, description="Seconds between checks for custom SearchParameters applied by a reindex."
+    )
     log_level: str = "info"
 
     @cached_property

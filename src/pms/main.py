@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="PMS FHIR API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.validator = validate_resource
-    app.state.registry_provider = RegistryProvider()
+    app.state.registry_provider = RegistryProvider(ttl=settings.search_registry_ttl)
     install_error_handlers(app)
     app.include_router(fhir_router)
 
