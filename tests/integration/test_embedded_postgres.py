@@ -21,11 +21,29 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(scope="module")
+def initialised(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir after a first start and stop: initdb runs once per module, not once per test."""
+    path = tmp_path_factory.mktemp("template") / "var"
+    db = EmbeddedPostgres(path)
+    db.start()
+    db.stop()
+    return path
+
+
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Iterator[Path]:
+def data_dir(tmp_path: Path, initialised: Path) -> Iterator[Path]:
     path = tmp_path / "var"
+    subprocess.run(["cp", "-a", str(initialised), str(path)], check=True)  # -a: keep the postgres owner
     yield path
     EmbeddedPostgres(path).shutdown()  # whatever a failing test left running
+
+
+@pytest.fixture
+def empty_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "fresh"
+    yield path
+    EmbeddedPostgres(path).shutdown()
 
 
 @pytest.fixture
@@ -64,6 +82,15 @@ async def execute(url: str, sql: str) -> None:
 
 
 class TestStartStop:
+    async def test_first_start_initialises_and_serves_the_pms_database(self, empty_dir: Path) -> None:
+        db = EmbeddedPostgres(empty_dir)
+        url = db.start()
+        try:
+            assert (empty_dir / "pgdata" / "PG_VERSION").exists()
+            assert await fetchval(url, "SELECT current_database()") == "pms"
+        finally:
+            db.stop()
+
     async def test_start_serves_the_pms_database_and_stop_shuts_it_down(self, data_dir: Path) -> None:
         db = EmbeddedPostgres(data_dir)
         url = db.start()
@@ -145,10 +172,10 @@ class TestOwnership:
 class TestWheelFallback:
     @pytest.mark.skipif(embedded.pgserver_bindir() is None, reason="pgserver wheel not installed")
     async def test_pgserver_binaries_serve_without_debian_ones(
-        self, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+        self, empty_dir: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setattr(embedded, "debian_bindir", lambda pgdata: None)
-        db = EmbeddedPostgres(data_dir)
+        db = EmbeddedPostgres(empty_dir)
         url = db.start()
         try:
             assert "PostgreSQL 16" in str(await fetchval(url, "SELECT version()"))

@@ -173,7 +173,9 @@ class EmbeddedPostgres:
     def _start_server(self, bindir: Path) -> Postmaster:
         run_as = _os_user() if os.geteuid() == 0 else None
         if run_as is not None:
-            _ensure_traversable(bindir, run_as.pw_uid)  # e.g. the wheel's binaries in a venv under /root
+            # e.g. the wheel's binaries in a venv under /root, or a data dir under a 0700 home or temp dir
+            _ensure_traversable(bindir, run_as.pw_uid)
+            _ensure_traversable(self.data_dir, run_as.pw_uid)
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(bindir, run_as)
         log = self.pgdata / "server.log"
@@ -211,7 +213,6 @@ class EmbeddedPostgres:
     def _initdb(self, bindir: Path, run_as: pwd.struct_passwd | None) -> None:
         self.pgdata.mkdir(mode=0o700, exist_ok=True)
         if run_as is not None:
-            _ensure_traversable(self.pgdata.parent, run_as.pw_uid)
             os.chown(self.pgdata, run_as.pw_uid, run_as.pw_gid)
         # C collation: fast, deterministic sorting; a UTF-8 ctype so lower()/ILIKE handle non-ASCII names.
         ctype = "C.UTF-8" if _has_locale("C.utf8") else "C"
