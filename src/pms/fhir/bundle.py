@@ -36,7 +36,7 @@ def page_url(base: str, path: str, query: Iterable[tuple[str, str]], **extra: st
     params = [(k, v) for k, v in query if k not in extra and k != "_page"]
     params.extend(extra.items())
     encoded = urlencode(params)
-    return f"{base}/{path}" + (f"?{encoded}" if encoded else "")
+    return (f"{base}/{path}" if path else base) + (f"?{encoded}" if encoded else "")
 
 
 def bundle(

@@ -251,3 +251,13 @@ class TestDelete:
         stale = await client.delete(f"/Patient/{created['id']}", headers={"If-Match": 'W/"5"'})
         assert stale.status_code == 412
         assert (await client.get(f"/Patient/{created['id']}")).status_code == 200
+
+
+class TestHead:
+    async def test_head_read_has_headers_and_no_body(self, client: httpx.AsyncClient) -> None:
+        created = await create(client, patient())
+        response = await client.head(f"/Patient/{created['id']}")
+        assert response.status_code == 200
+        assert response.headers["etag"] == 'W/"1"'
+        assert response.content == b""
+        assert (await client.head(f"/Patient/{uuid.uuid4()}")).status_code == 404

@@ -153,6 +153,7 @@ async def system_history(request: Request) -> Response:
 # -- type level ----------------------------------------------------------------------------------------------
 
 
+@router.head("/{resource_type}", include_in_schema=False)
 @router.get("/{resource_type}", summary="Search", tags=["type"],
             openapi_extra={"parameters": SEARCH_PARAMS},
             responses=docs.responses(description="A searchset Bundle", example={"resourceType": "Bundle",
@@ -232,6 +233,7 @@ async def type_history(request: Request, resource_type: ResourceType) -> Respons
 # -- instance level ------------------------------------------------------------------------------------------
 
 
+@router.head("/{resource_type}/{id}", include_in_schema=False)
 @router.get("/{resource_type}/{id}", summary="Read", tags=["instance"],
             openapi_extra={"parameters": [IF_NONE_MATCH, IF_MODIFIED_SINCE, *READ_PARAMS]},
             responses=docs.responses(errors=(404, 410)))
@@ -302,6 +304,7 @@ async def compartment_search(
     return await _run(request, InteractionRequest("GET", target), write=False)
 
 
+@router.head("/{resource_type}/{id}/_history/{version_id}", include_in_schema=False)
 @router.get("/{resource_type}/{id}/_history/{version_id}", summary="Version read (vread)", tags=["instance"],
             openapi_extra={"parameters": READ_PARAMS}, responses=docs.responses(errors=(404, 410)))
 async def vread(request: Request, resource_type: ResourceType, id: ResourceId, version_id: VersionId) -> Response:
