@@ -74,8 +74,20 @@ def database_url(admin_url: str) -> Iterator[str]:
     url = admin_url.rsplit("/", 1)[0] + f"/{name}"
     try:
         subprocess.run(
-            [sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "-x", f"url={url}", "upgrade", "head"],
-            check=True, cwd=ROOT, capture_output=True,
+            [
+                sys.executable,
+                "-m",
+                "alembic",
+                "-c",
+                str(ROOT / "alembic.ini"),
+                "-x",
+                f"url={url}",
+                "upgrade",
+                "head",
+            ],
+            check=True,
+            cwd=ROOT,
+            capture_output=True,
         )
         yield url
     finally:
@@ -97,8 +109,14 @@ def settings(database_url: str) -> Settings:
 async def server_url(settings: Settings) -> AsyncIterator[str]:
     """The API served by a real uvicorn on a free port, for the whole session."""
     port = _free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                            access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

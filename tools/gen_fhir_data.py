@@ -35,11 +35,15 @@ def resource_types(definitions: list[dict[str, object]]) -> list[str]:
     return sorted(
         str(sd["type"])
         for sd in definitions
-        if sd.get("kind") == "resource" and sd.get("derivation") == "specialization" and not sd.get("abstract")
+        if sd.get("kind") == "resource"
+        and sd.get("derivation") == "specialization"
+        and not sd.get("abstract")
     )
 
 
-def summary_elements(definitions: list[dict[str, object]], types: list[str]) -> dict[str, dict[str, list[str]]]:
+def summary_elements(
+    definitions: list[dict[str, object]], types: list[str]
+) -> dict[str, dict[str, list[str]]]:
     """Per resource type, its top-level elements that are in summaries and those that are mandatory.
 
     Used by `_summary` and `_elements` (http://hl7.org/fhir/R4/search.html#summary). Choice elements keep
@@ -73,7 +77,9 @@ def main() -> None:
     types = resource_types(definitions)
     (OUT / "resource-types.json").write_text(json.dumps(types, indent=0) + "\n")
     print(f"{len(types)} resource types")
-    (OUT / "summary-elements.json").write_text(json.dumps(summary_elements(definitions, types), indent=0) + "\n")
+    (OUT / "summary-elements.json").write_text(
+        json.dumps(summary_elements(definitions, types), indent=0) + "\n"
+    )
     # Search parameters and compartments, compact and gzipped (the FHIR search engine loads them at start).
     search_parameters = json.loads((SHARED / "r4" / "search-parameters.json").read_text())
     write_gz("search-parameters.json.gz", search_parameters)

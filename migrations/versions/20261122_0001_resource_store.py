@@ -46,9 +46,7 @@ def upgrade() -> None:
         """
     )
     op.execute("CREATE INDEX resource_version_updated ON resource_version (last_updated)")
-    op.execute(
-        "CREATE INDEX resource_version_type_updated ON resource_version (resource_type, last_updated)"
-    )
+    op.execute("CREATE INDEX resource_version_type_updated ON resource_version (resource_type, last_updated)")
 
 
 def downgrade() -> None:

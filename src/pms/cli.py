@@ -117,6 +117,40 @@ def _db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# -- reindex -----------------------------------------------------------------------------------------------
+
+
+def _configure_reindex(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    _configure_migrate(parser, settings)
+    parser.add_argument("--type", dest="resource_type", help="only this resource type (default: all)")
+    parser.add_argument("--batch-size", type=int, default=500, help="resources per transaction (%(default)s)")
+
+
+def _reindex(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from pms.core.db import Database
+    from pms.serve import resolved_database_url
+    from pms.storage.reindex import ReindexReport, reindex
+
+    def progress(report: ReindexReport) -> None:
+        print(f"\r{report.resources} resources reindexed", end="", flush=True)
+
+    async def run(url: str) -> ReindexReport:
+        db = await Database.open(settings.model_copy(update={"database_url": url}))
+        try:
+            return await reindex(
+                db, resource_type=args.resource_type, batch_size=args.batch_size, progress=progress
+            )
+        finally:
+            await db.dispose()
+
+    with resolved_database_url(settings.model_copy(update={"database_url": args.database_url})) as url:
+        report = asyncio.run(run(url))
+    print(f"\nReindexed {report.resources} resources in {report.batches} batches.")
+    return 0
+
+
 # -- wiring ------------------------------------------------------------------------------------------------
 
 
@@ -131,6 +165,9 @@ def commands() -> dict[str, Command]:
             "upgrade the database schema to the latest revision", _configure_migrate, _migrate
         ),
         "db": Command("manage the embedded development database", _configure_db, _db),
+        "reindex": Command(
+            "rebuild search indexes (apply new or changed SearchParameters)", _configure_reindex, _reindex
+        ),
     }
 
 

@@ -16,13 +16,20 @@ from pms.fhir.outcome import operation_outcome
 
 log = logging.getLogger("pms.api")
 
-_HTTP_CODES = {404: "not-found", 405: "not-supported", 406: "not-supported", 413: "too-costly",
-               415: "not-supported"}
+_HTTP_CODES = {
+    404: "not-found",
+    405: "not-supported",
+    406: "not-supported",
+    413: "too-costly",
+    415: "not-supported",
+}
 
 
 def outcome_response(status: int, issues: list[Issue], headers: dict[str, str] | None = None) -> Response:
     return Response(
-        jsonio.dumps(operation_outcome(issues)), status_code=status, headers=headers,
+        jsonio.dumps(operation_outcome(issues)),
+        status_code=status,
+        headers=headers,
         media_type="application/fhir+json",
     )
 

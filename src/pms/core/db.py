@@ -35,7 +35,11 @@ def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
 
 def driver_dsn(settings: Settings) -> str:
     """The database URL in the form asyncpg itself takes (no SQLAlchemy driver suffix)."""
-    return make_url(settings.async_database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return (
+        make_url(settings.async_database_url)
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
 
 
 class Database:
@@ -52,7 +56,9 @@ class Database:
     @classmethod
     async def open(cls, settings: Settings) -> Database:
         pool = await asyncpg.create_pool(
-            driver_dsn(settings), min_size=1, max_size=settings.db_pool_size,
+            driver_dsn(settings),
+            min_size=1,
+            max_size=settings.db_pool_size,
             server_settings={"application_name": "pms-read", "jit": "off"},
         )
         return cls(create_engine(settings), pool)

@@ -1,4 +1,7 @@
-"""Bundle building and transaction planning: pure functions (http://hl7.org/fhir/R4/bundle.html, http.html)."""
+"""Bundle building and transaction planning, as pure functions.
+
+See http://hl7.org/fhir/R4/bundle.html and http.html#transaction.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +18,21 @@ from pms.fhir.resource import format_instant
 # http.html#trules: a transaction is processed DELETE, then POST, then PUT/PATCH, then GET/HEAD.
 TRANSACTION_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 STATUS_TEXT = {
-    200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified",
-    400: "400 Bad Request", 401: "401 Unauthorized", 403: "403 Forbidden", 404: "404 Not Found",
-    405: "405 Method Not Allowed", 409: "409 Conflict", 410: "410 Gone", 412: "412 Precondition Failed",
-    413: "413 Payload Too Large", 415: "415 Unsupported Media Type", 422: "422 Unprocessable Entity",
+    200: "200 OK",
+    201: "201 Created",
+    204: "204 No Content",
+    304: "304 Not Modified",
+    400: "400 Bad Request",
+    401: "401 Unauthorized",
+    403: "403 Forbidden",
+    404: "404 Not Found",
+    405: "405 Method Not Allowed",
+    409: "409 Conflict",
+    410: "410 Gone",
+    412: "412 Precondition Failed",
+    413: "413 Payload Too Large",
+    415: "415 Unsupported Media Type",
+    422: "422 Unprocessable Entity",
     500: "500 Internal Server Error",
 }
 
@@ -67,24 +81,29 @@ def check_bundle(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     if kind not in ("batch", "transaction"):
         raise bad_request(
             f"A Bundle POSTed to the base URL must be a batch or transaction, not '{kind}'",
-            code="invalid", expression=("Bundle.type",),
+            code="invalid",
+            expression=("Bundle.type",),
         )
     entries = body.get("entry") or []
     if not isinstance(entries, list):
         raise bad_request("Bundle.entry must be an array", code="structure", expression=("Bundle.entry",))
     for index, entry in enumerate(entries):
         request = entry.get("request") if isinstance(entry, dict) else None
-        if not isinstance(request, dict) or not isinstance(request.get("method"), str) or not isinstance(
-            request.get("url"), str
+        if (
+            not isinstance(request, dict)
+            or not isinstance(request.get("method"), str)
+            or not isinstance(request.get("url"), str)
         ):
             raise bad_request(
                 f"Entry {index} has no request with a method and url",
-                code="required", expression=(f"Bundle.entry[{index}].request",),
+                code="required",
+                expression=(f"Bundle.entry[{index}].request",),
             )
         if request["method"] not in TRANSACTION_ORDER:
             raise bad_request(
                 f"Entry {index} has an unknown request method '{request['method'][:20]}'",
-                code="value", expression=(f"Bundle.entry[{index}].request.method",),
+                code="value",
+                expression=(f"Bundle.entry[{index}].request.method",),
             )
     return kind, entries
 
@@ -103,10 +122,8 @@ def rewrite_references(value: Any, resolve: Callable[[str], str | None]) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
-            if key == "reference" and isinstance(item, str):
-                replacement = resolve(item)
-                out[key] = item if replacement is None else replacement
-            elif isinstance(item, str) and item.startswith(("urn:uuid:", "urn:oid:")):
+            is_reference = key == "reference" and isinstance(item, str)
+            if is_reference or (isinstance(item, str) and item.startswith(("urn:uuid:", "urn:oid:"))):
                 replacement = resolve(item)
                 out[key] = item if replacement is None else replacement
             else:

@@ -10,7 +10,15 @@ from typing import Any
 from pms.fhir.definitions import FHIR_VERSION, resource_types
 
 TYPE_INTERACTIONS = (
-    "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type",
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
 )
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 # The common parameters every type supports (search.html#all).

@@ -32,7 +32,9 @@ def http_date(value: str | None) -> datetime | None:
         try:
             moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError as exc:
-            raise bad_request(f"If-Modified-Since is not a valid HTTP date: '{value[:60]}'", code="value") from exc
+            raise bad_request(
+                f"If-Modified-Since is not a valid HTTP date: '{value[:60]}'", code="value"
+            ) from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 

@@ -39,7 +39,8 @@ def check_body(body: Any, *, resource_type: str | None, id_: str | None, require
         body_id = body.get("id")
         if body_id is None:
             raise bad_request(
-                f"An update must carry the id '{id_}' in the resource body", code="required",
+                f"An update must carry the id '{id_}' in the resource body",
+                code="required",
                 expression=(f"{declared}.id",),
             )
         if body_id != id_:

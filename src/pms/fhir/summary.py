@@ -28,7 +28,9 @@ def _matches(key: str, names: tuple[str, ...] | set[str]) -> bool:
     if key.startswith("_"):
         key = key[1:]
     for name in names:
-        if name == key or (name.endswith("[x]") and key.startswith(name[:-3]) and key[len(name) - 3 :][:1].isupper()):
+        if name == key or (
+            name.endswith("[x]") and key.startswith(name[:-3]) and key[len(name) - 3 :][:1].isupper()
+        ):
             return True
     return False
 
@@ -42,7 +44,9 @@ def _tag_subsetted(resource: dict[str, Any]) -> dict[str, Any]:
 
 def check_summary(mode: str | None) -> str | None:
     if mode is not None and mode not in SUMMARY_MODES:
-        raise bad_request(f"_summary must be one of {', '.join(SUMMARY_MODES)}, not '{mode[:20]}'", code="value")
+        raise bad_request(
+            f"_summary must be one of {', '.join(SUMMARY_MODES)}, not '{mode[:20]}'", code="value"
+        )
     return mode
 
 

@@ -11,7 +11,7 @@ from pms.fhir.definitions import is_resource_type, is_valid_id
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What a request URL addresses: `Type`, `Type/id`, `Type/id/_history[/vid]`, `Type?query`, `_history`..."""
+    """What a request URL addresses: `Type`, `Type/id`, `Type/id/_history[/vid]`, `Type?query`, ..."""
 
     resource_type: str | None = None
     id: str | None = None
@@ -34,7 +34,9 @@ def parse_target(url: str, base: str | None = None) -> Target:
         url = url[len(base.rstrip("/")) + 1 :]
     parts = urlsplit(url)
     if parts.scheme or parts.netloc:
-        raise bad_request(f"The request URL '{url[:200]}' is not relative to this server", code="not-supported")
+        raise bad_request(
+            f"The request URL '{url[:200]}' is not relative to this server", code="not-supported"
+        )
     query = parse_qsl(parts.query, keep_blank_values=True)
     segments = [s for s in parts.path.strip("/").split("/") if s]
     if not segments:

@@ -43,7 +43,9 @@ class BundleProcessor:
 
     # -- transaction --------------------------------------------------------------------------------------
 
-    async def _transaction(self, entries: list[dict[str, Any]], prefer: ReturnPreference) -> list[dict[str, Any]]:
+    async def _transaction(
+        self, entries: list[dict[str, Any]], prefer: ReturnPreference
+    ) -> list[dict[str, Any]]:
         requests = [self._entry_request(i, e) for i, e in enumerate(entries)]
         mapping, preassigned = await self._assign_identities(entries, requests)
         resolve = await self._reference_resolver(entries, mapping)
@@ -84,7 +86,9 @@ class BundleProcessor:
                 if request.if_none_exist is not None:
                     matches = await self.interactions.match_ids(target.resource_type, request.if_none_exist)
                     if len(matches) > 1:
-                        raise _in_entry(precondition_failed("ifNoneExist matches more than one resource"), index)
+                        raise _in_entry(
+                            precondition_failed("ifNoneExist matches more than one resource"), index
+                        )
                     existing = matches[0] if matches else None
                 if existing is None:
                     candidate = _uuid_of(full_url)
@@ -105,7 +109,9 @@ class BundleProcessor:
                     reference = f"{target.resource_type}/{new_id}"
             if reference is not None and isinstance(full_url, str) and full_url:
                 if full_url in mapping:
-                    raise _in_entry(bad_request(f"Duplicate fullUrl '{full_url[:120]}'", code="invalid"), index)
+                    raise _in_entry(
+                        bad_request(f"Duplicate fullUrl '{full_url[:120]}'", code="invalid"), index
+                    )
                 mapping[full_url] = reference
         return mapping, preassigned
 
@@ -131,7 +137,8 @@ class BundleProcessor:
             types = stored.get(id_ or "", [])
             if len(types) != 1:
                 raise bad_request(
-                    f"The reference '{reference}' is neither the fullUrl of an entry in this Bundle nor the id "
+                    f"The reference '{reference}' is neither the fullUrl of an entry in this Bundle nor "
+                    "the id "
                     "of exactly one stored resource",
                     code="not-found",
                 )
@@ -154,8 +161,12 @@ class BundleProcessor:
                 responses.append(self._response_entry(outcome, prefer, request.method))
             except AppError as error:
                 responses.append(
-                    {"response": {"status": bundles.status_line(error.status),
-                                  "outcome": operation_outcome(error.issues)}}
+                    {
+                        "response": {
+                            "status": bundles.status_line(error.status),
+                            "outcome": operation_outcome(error.issues),
+                        }
+                    }
                 )
         return responses
 
@@ -184,7 +195,9 @@ class BundleProcessor:
     async def _run(self, request: InteractionRequest, preassigned_id: str | None) -> Outcome:
         target = request.target
         if preassigned_id is not None and target.resource_type is not None:
-            return await self.interactions.create(target.resource_type, request.body, None, id_=preassigned_id)
+            return await self.interactions.create(
+                target.resource_type, request.body, None, id_=preassigned_id
+            )
         return await self.interactions.execute(request)
 
     def _response_entry(self, outcome: Outcome, prefer: ReturnPreference, method: str) -> dict[str, Any]:
@@ -215,8 +228,10 @@ def _in_entry(error: AppError, index: int) -> AppError:
             issue.code,
             f"Bundle.entry[{index}]: {issue.diagnostics}",
             issue.severity,
-            tuple(f"Bundle.entry[{index}].resource.{e}" if not e.startswith("Bundle") else e
-                  for e in issue.expression),
+            tuple(
+                f"Bundle.entry[{index}].resource.{e}" if not e.startswith("Bundle") else e
+                for e in issue.expression
+            ),
         )
         for issue in error.issues
     ]
@@ -224,7 +239,9 @@ def _in_entry(error: AppError, index: int) -> AppError:
 
 
 def _is_conditional(reference: str) -> bool:
-    return "?" in reference and not reference.startswith((*_LOCAL_REFERENCE_PREFIXES, "http://", "https://", "#"))
+    return "?" in reference and not reference.startswith(
+        (*_LOCAL_REFERENCE_PREFIXES, "http://", "https://", "#")
+    )
 
 
 def _uuid_of(full_url: Any) -> str | None:
@@ -262,9 +279,13 @@ def _patch_document(resource: Any) -> Any:
     if not isinstance(resource, dict) or resource.get("resourceType") != "Binary":
         raise bad_request("A PATCH entry must carry a Binary resource holding a JSON Patch", code="invalid")
     if resource.get("contentType") not in ("application/json-patch+json", "application/json"):
-        raise bad_request("Only JSON Patch (application/json-patch+json) is supported in PATCH entries",
-                          code="not-supported")
+        raise bad_request(
+            "Only JSON Patch (application/json-patch+json) is supported in PATCH entries",
+            code="not-supported",
+        )
     try:
         return jsonio.loads(base64.b64decode(resource.get("data", ""), validate=True))
     except (binascii.Error, ValueError) as exc:
-        raise bad_request(f"The PATCH entry's Binary.data is not a JSON Patch: {exc}", code="invalid") from exc
+        raise bad_request(
+            f"The PATCH entry's Binary.data is not a JSON Patch: {exc}", code="invalid"
+        ) from exc

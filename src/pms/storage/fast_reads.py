@@ -11,7 +11,10 @@ import asyncpg
 from pms.core.errors import gone, not_found
 from pms.storage.records import StoredVersion
 
-_READ = "SELECT version_id, last_updated, deleted, content::text FROM resource WHERE resource_type = $1 AND id = $2"
+_READ = (
+    "SELECT version_id, last_updated, deleted, content::text FROM resource "
+    "WHERE resource_type = $1 AND id = $2"
+)
 _VREAD = (
     "SELECT v.last_updated, v.deleted, v.content::text, v.method FROM resource r "
     "JOIN resource_version v ON v.rid = r.rid WHERE r.resource_type = $1 AND r.id = $2 AND v.version_id = $3"

@@ -16,31 +16,56 @@ metadata = MetaData()
 
 def _table(name: str, *columns: Column[object]) -> Table:
     return Table(
-        name, metadata, Column("rid", BigInteger, nullable=False), Column("param", BigInteger, nullable=False),
-        Column("grp", SmallInteger), *columns,
+        name,
+        metadata,
+        Column("rid", BigInteger, nullable=False),
+        Column("param", BigInteger, nullable=False),
+        Column("grp", SmallInteger),
+        *columns,
     )
 
 
 search_string = _table("search_string", Column("norm", Text), Column("exact", Text))
 search_token = _table(
-    "search_token", Column("system", Text), Column("code", Text), Column("text_norm", Text),
-    Column("type_system", Text), Column("type_code", Text),
+    "search_token",
+    Column("system", Text),
+    Column("code", Text),
+    Column("text_norm", Text),
+    Column("type_system", Text),
+    Column("type_code", Text),
 )
-search_date = _table("search_date", Column("low", DateTime(timezone=True)), Column("high", DateTime(timezone=True)))
-search_number = _table("search_number", Column("value", Numeric), Column("low", Numeric), Column("high", Numeric))
+search_date = _table(
+    "search_date", Column("low", DateTime(timezone=True)), Column("high", DateTime(timezone=True))
+)
+search_number = _table(
+    "search_number", Column("value", Numeric), Column("low", Numeric), Column("high", Numeric)
+)
 search_quantity = _table(
-    "search_quantity", Column("value", Numeric), Column("low", Numeric), Column("high", Numeric),
-    Column("system", Text), Column("code", Text), Column("unit", Text),
+    "search_quantity",
+    Column("value", Numeric),
+    Column("low", Numeric),
+    Column("high", Numeric),
+    Column("system", Text),
+    Column("code", Text),
+    Column("unit", Text),
 )
 search_reference = _table(
-    "search_reference", Column("target_type", Text), Column("target_id", Text), Column("version", Text),
+    "search_reference",
+    Column("target_type", Text),
+    Column("target_id", Text),
+    Column("version", Text),
     Column("url", Text),
 )
 search_uri = _table("search_uri", Column("uri", Text))
 
 INDEX_TABLES: dict[str, Table] = {
-    "string": search_string, "token": search_token, "date": search_date, "number": search_number,
-    "quantity": search_quantity, "reference": search_reference, "uri": search_uri,
+    "string": search_string,
+    "token": search_token,
+    "date": search_date,
+    "number": search_number,
+    "quantity": search_quantity,
+    "reference": search_reference,
+    "uri": search_uri,
 }
 
 

@@ -34,11 +34,15 @@ UNINDEXED = frozenset({"_id", "_lastUpdated"})
 COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "search_string": (("norm", "exact"), ("text[]", "text[]")),
     "search_token": (
-        ("system", "code", "text_norm", "type_system", "type_code"), ("text[]",) * 5,
+        ("system", "code", "text_norm", "type_system", "type_code"),
+        ("text[]",) * 5,
     ),
     "search_date": (("low", "high"), ("timestamptz[]", "timestamptz[]")),
     "search_number": (("value", "low", "high"), ("numeric[]",) * 3),
-    "search_quantity": (("value", "low", "high", "system", "code", "unit"), ("numeric[]",) * 3 + ("text[]",) * 3),
+    "search_quantity": (
+        ("value", "low", "high", "system", "code", "unit"),
+        ("numeric[]",) * 3 + ("text[]",) * 3,
+    ),
     "search_reference": (("target_type", "target_id", "version", "url"), ("text[]",) * 4),
     "search_uri": (("uri",), ("text[]",)),
 }
@@ -56,7 +60,14 @@ def _row(value: IndexValue) -> tuple[str, tuple[Any, ...]] | None:
         case NumberValue():
             return "search_number", (value.value, value.low, value.high)
         case QuantityValue():
-            return "search_quantity", (value.value, value.low, value.high, value.system, value.code, value.unit)
+            return "search_quantity", (
+                value.value,
+                value.low,
+                value.high,
+                value.system,
+                value.code,
+                value.unit,
+            )
         case ReferenceValue():
             if value.kind == "contained":
                 return None  # `#id` points inside the resource itself: nothing to search across resources
@@ -86,7 +97,9 @@ class IndexBuffer:
             if isinstance(value, CompositeValue):
                 group += 1
                 for index, component in enumerate(value.components):
-                    self._append(rid, param_hash(resource_type, component_code(value.param, index)), group, component)
+                    self._append(
+                        rid, param_hash(resource_type, component_code(value.param, index)), group, component
+                    )
             else:
                 self._append(rid, param_hash(resource_type, value.param), None, value)
 
@@ -105,7 +118,9 @@ class IndexBuffer:
         if self.cleared:
             args.append(self.cleared)
             slot = len(args)
-            parts.extend(f"d_{table} AS (DELETE FROM {table} WHERE rid = ANY(${slot}::bigint[]))" for table in COLUMNS)
+            parts.extend(
+                f"d_{table} AS (DELETE FROM {table} WHERE rid = ANY(${slot}::bigint[]))" for table in COLUMNS
+            )
         for table, rows in self.rows.items():
             names, types = COLUMNS[table]
             all_types = ("bigint[]", "bigint[]", "smallint[]", *types)

@@ -15,16 +15,16 @@ import jsonpatch
 from pms.core.errors import AppError, Issue, bad_request, not_found, not_supported, precondition_failed
 from pms.fhir import bundle as bundles
 from pms.fhir import jsonio
-from pms.fhir.outcome import information, operation_outcome
 from pms.fhir.history import HistoryQuery, history_page_token, parse_history_query
+from pms.fhir.outcome import information, operation_outcome
 from pms.fhir.resource import check_body, check_id
-from pms.fhir.urls import Target
-from pms.storage.records import StoredVersion
-from pms.storage.repository import FhirRepository
 from pms.fhir.search import parse_search
 from pms.fhir.search.model import SearchRequest
 from pms.fhir.searchparams import Registry
 from pms.fhir.summary import select_elements, summarize
+from pms.fhir.urls import Target
+from pms.storage.records import StoredVersion
+from pms.storage.repository import FhirRepository
 from pms.storage.search.engine import SearchEngine, SearchResult
 
 ReturnPreference = Literal["minimal", "representation", "OperationOutcome"]
@@ -63,11 +63,20 @@ class Interactions:
         self.max_count = max_count
         self.engine = SearchEngine(repo.conn, registry, base=self.base, default_count=default_count)
 
-    def parse(self, resource_type: str | None, query: list[tuple[str, str]], *, strict: bool) -> SearchRequest:
-        return parse_search(resource_type, query, self.registry, handling="strict" if strict else "lenient",
-                            max_count=self.max_count)
+    def parse(
+        self, resource_type: str | None, query: list[tuple[str, str]], *, strict: bool
+    ) -> SearchRequest:
+        return parse_search(
+            resource_type,
+            query,
+            self.registry,
+            handling="strict" if strict else "lenient",
+            max_count=self.max_count,
+        )
 
-    async def match_ids(self, resource_type: str, query: list[tuple[str, str]], *, limit: int = 2) -> list[str]:
+    async def match_ids(
+        self, resource_type: str, query: list[tuple[str, str]], *, limit: int = 2
+    ) -> list[str]:
         """Ids matching the criteria of a conditional interaction. Always strict: silently ignoring a
         criterion would change what matches (http.html#ccreate)."""
         request = self.parse(resource_type, query, strict=True)
@@ -138,7 +147,12 @@ class Interactions:
         return conditional_read(stored, request.if_none_match, request.if_modified_since)
 
     async def create(
-        self, resource_type: str, body: Any, if_none_exist: list[tuple[str, str]] | None, *, id_: str | None = None
+        self,
+        resource_type: str,
+        body: Any,
+        if_none_exist: list[tuple[str, str]] | None,
+        *,
+        id_: str | None = None,
     ) -> Outcome:
         resource = check_body(body, resource_type=resource_type, id_=None, require_id=False)
         if if_none_exist is not None:
@@ -146,7 +160,8 @@ class Interactions:
             matches = await self.match_ids(resource_type, if_none_exist)
             if len(matches) > 1:
                 raise precondition_failed(
-                    f"If-None-Exist criteria match {len(matches)} {resource_type} resources; they must be more selective"
+                    f"If-None-Exist criteria match {len(matches)} {resource_type} resources; "
+                    "they must be more selective"
                 )
             if matches:
                 return Outcome(200, await self.repo.read(resource_type, matches[0]))
@@ -174,10 +189,15 @@ class Interactions:
     async def delete(self, resource_type: str, id_: str, if_match: int | None) -> Outcome:
         stored = await self.repo.delete(resource_type, id_, if_match=if_match)
         if stored is None:
-            return Outcome(200, body=information(f"{resource_type}/{id_} did not exist or was already deleted"))
+            return Outcome(
+                200, body=information(f"{resource_type}/{id_} did not exist or was already deleted")
+            )
         return Outcome(
-            200, stored,
-            body=information(f"Deleted {resource_type}/{id_}; version {stored.version_id} records the deletion"),
+            200,
+            stored,
+            body=information(
+                f"Deleted {resource_type}/{id_}; version {stored.version_id} records the deletion"
+            ),
         )
 
     # -- conditional interactions -------------------------------------------------------------------------
@@ -188,7 +208,9 @@ class Interactions:
         matches = await self.match_ids(resource_type, query)
         body_id = request.body.get("id") if isinstance(request.body, dict) else None
         if len(matches) > 1:
-            raise precondition_failed(f"The criteria match {len(matches)} {resource_type} resources (http.html#cond-update)")
+            raise precondition_failed(
+                f"The criteria match {len(matches)} {resource_type} resources (http.html#cond-update)"
+            )
         if not matches:
             if body_id is not None:
                 return await self.update(resource_type, body_id, request.body, request.if_match)
@@ -196,7 +218,8 @@ class Interactions:
         if body_id is not None and body_id != matches[0]:
             raise bad_request(
                 f"The body's id '{body_id}' differs from the matching resource {resource_type}/{matches[0]}",
-                code="invalid", expression=(f"{resource_type}.id",),
+                code="invalid",
+                expression=(f"{resource_type}.id",),
             )
         body = dict(request.body) if isinstance(request.body, dict) else request.body
         if isinstance(body, dict):
@@ -267,8 +290,12 @@ class Interactions:
     async def history(self, target: Target) -> Outcome:
         params: HistoryQuery = parse_history_query(target.query)
         versions = await self.repo.history(
-            resource_type=target.resource_type, id_=target.id, since=params.since, at=params.at,
-            before=params.before, limit=params.count + 1,
+            resource_type=target.resource_type,
+            id_=target.id,
+            since=params.since,
+            at=params.at,
+            before=params.before,
+            limit=params.count + 1,
         )
         path = "/".join(p for p in (target.resource_type, target.id, "_history") if p)
         links = [("self", bundles.page_url(self.base, path, target.query))]
@@ -290,7 +317,9 @@ class Interactions:
             "url": version.resource_type if version.method == "POST" else version.reference,
         }
         entry["response"] = {
-            "status": "410 Gone" if version.deleted else ("201 Created" if version.version_id == 1 else "200 OK"),
+            "status": "410 Gone"
+            if version.deleted
+            else ("201 Created" if version.version_id == 1 else "200 OK"),
             "etag": version.etag,
             "lastModified": version.last_updated.isoformat(),
         }

@@ -41,8 +41,11 @@ async def registry_version(conn: AsyncConnection) -> int:
 
 async def bump_registry_version(conn: AsyncConnection) -> int:
     return int(
-        (await conn.execute(text("UPDATE search_registry_state SET version = version + 1 RETURNING version")))
-        .scalar_one()
+        (
+            await conn.execute(
+                text("UPDATE search_registry_state SET version = version + 1 RETURNING version")
+            )
+        ).scalar_one()
     )
 
 

@@ -59,7 +59,9 @@ class FhirRepository:
     async def read(self, resource_type: str, id_: str) -> StoredVersion:
         row = (
             await self.conn.execute(
-                select(*_CURRENT_COLUMNS).where(resource.c.resource_type == resource_type, resource.c.id == id_)
+                select(*_CURRENT_COLUMNS).where(
+                    resource.c.resource_type == resource_type, resource.c.id == id_
+                )
             )
         ).first()
         if row is None:
@@ -89,15 +91,15 @@ class FhirRepository:
             raise not_found(f"{resource_type}/{id_} has no version {version_id}")
         if row.deleted:
             raise gone(f"Version {version_id} of {resource_type}/{id_} is a deletion")
-        return StoredVersion(
-            resource_type, id_, version_id, row.last_updated, False, row.content, row.method
-        )
+        return StoredVersion(resource_type, id_, version_id, row.last_updated, False, row.content, row.method)
 
     async def current_version(self, resource_type: str, id_: str) -> StoredVersion | None:
         """The current version (deleted or not) without raising, for conditional logic."""
         row = (
             await self.conn.execute(
-                select(*_CURRENT_COLUMNS).where(resource.c.resource_type == resource_type, resource.c.id == id_)
+                select(*_CURRENT_COLUMNS).where(
+                    resource.c.resource_type == resource_type, resource.c.id == id_
+                )
             )
         ).first()
         if row is None:
@@ -118,7 +120,11 @@ class FhirRepository:
             await self.conn.execute(
                 insert(resource)
                 .values(
-                    resource_type=resource_type, id=id_, version_id=1, last_updated=now, deleted=False,
+                    resource_type=resource_type,
+                    id=id_,
+                    version_id=1,
+                    last_updated=now,
+                    deleted=False,
                     content=content.decode(),
                 )
                 .returning(resource.c.rid)
@@ -183,7 +189,8 @@ class FhirRepository:
             raise not_found(f"{resource_type}/{id_} is not known")
         if locked.version_id != expected_version:
             raise precondition_failed(
-                f"{resource_type}/{id_} changed while it was being patched (now at version {locked.version_id})"
+                f"{resource_type}/{id_} changed while it was being patched "
+                f"(now at version {locked.version_id})"
             )
         return await self._write_version(locked.rid, body, resource_type, id_, expected_version + 1, method)
 
@@ -237,14 +244,22 @@ class FhirRepository:
         """
         rv = resource_version
         query = select(
-            rv.c.rid, rv.c.version_id, rv.c.resource_type, rv.c.id, rv.c.last_updated, rv.c.deleted,
-            rv.c.content, rv.c.method,
+            rv.c.rid,
+            rv.c.version_id,
+            rv.c.resource_type,
+            rv.c.id,
+            rv.c.last_updated,
+            rv.c.deleted,
+            rv.c.content,
+            rv.c.method,
         )
         conditions: list[Any] = []
         if id_ is not None and resource_type is not None:
             rid = (
                 await self.conn.execute(
-                    select(resource.c.rid).where(resource.c.resource_type == resource_type, resource.c.id == id_)
+                    select(resource.c.rid).where(
+                        resource.c.resource_type == resource_type, resource.c.id == id_
+                    )
                 )
             ).scalar_one_or_none()
             if rid is None:
@@ -265,9 +280,7 @@ class FhirRepository:
             conditions.append(rv.c.last_updated < end)
             conditions.append(func.coalesce(next_change, func.now() + func.make_interval(0, 0, 0, 1)) > start)
         if before is not None:
-            conditions.append(
-                func.row(rv.c.last_updated, rv.c.rid, rv.c.version_id) < func.row(*before)
-            )
+            conditions.append(func.row(rv.c.last_updated, rv.c.rid, rv.c.version_id) < func.row(*before))
         if conditions:
             query = query.where(and_(*conditions))
         query = query.order_by(rv.c.last_updated.desc(), rv.c.rid.desc(), rv.c.version_id.desc()).limit(limit)
@@ -309,7 +322,11 @@ class FhirRepository:
         statement = (
             pg_insert(resource)
             .values(
-                resource_type=resource_type, id=id_, version_id=1, last_updated=now, deleted=False,
+                resource_type=resource_type,
+                id=id_,
+                version_id=1,
+                last_updated=now,
+                deleted=False,
                 content=content.decode(),
             )
             .on_conflict_do_nothing(constraint="resource_identity")
@@ -349,7 +366,13 @@ class FhirRepository:
     ) -> None:
         await self.conn.execute(
             insert(resource_version).values(
-                rid=rid, version_id=version_id, resource_type=resource_type, id=id_, last_updated=now,
-                method=method, deleted=content is None, content=None if content is None else content.decode(),
+                rid=rid,
+                version_id=version_id,
+                resource_type=resource_type,
+                id=id_,
+                last_updated=now,
+                method=method,
+                deleted=content is None,
+                content=None if content is None else content.decode(),
             )
         )

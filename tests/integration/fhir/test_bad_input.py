@@ -1,4 +1,7 @@
-"""Bad input gets the right 4xx and an OperationOutcome, and writes nothing (http.html, operationoutcome.html)."""
+"""Bad input gets the right 4xx and an OperationOutcome, and writes nothing.
+
+http://hl7.org/fhir/R4/http.html, operationoutcome.html
+"""
 
 from __future__ import annotations
 
@@ -53,7 +56,9 @@ class TestInvalidElements:
             ({"resourceType": "Observation", "code": {"text": "x"}}, "Observation.status"),
         ],
     )
-    async def test_invalid_element_points_at_it(self, client: httpx.AsyncClient, body: dict, expression: str) -> None:
+    async def test_invalid_element_points_at_it(
+        self, client: httpx.AsyncClient, body: dict, expression: str
+    ) -> None:
         outcome = assert_outcome(await client.post(f"/{body['resourceType']}", json=body), 400)
         expressions = [e for issue in outcome["issue"] for e in issue.get("expression", [])]
         assert any(e.startswith(expression) for e in expressions), outcome
@@ -66,9 +71,13 @@ class TestInvalidElements:
 
 class TestMediaTypes:
     async def test_unsupported_content_type_is_415(self, client: httpx.AsyncClient) -> None:
-        response = await client.post("/Patient", content=b"<Patient/>", headers={"Content-Type": "application/fhir+xml"})
+        response = await client.post(
+            "/Patient", content=b"<Patient/>", headers={"Content-Type": "application/fhir+xml"}
+        )
         assert_outcome(response, 415)
-        assert_outcome(await client.post("/Patient", content=b"x", headers={"Content-Type": "text/plain"}), 415)
+        assert_outcome(
+            await client.post("/Patient", content=b"x", headers={"Content-Type": "text/plain"}), 415
+        )
 
     async def test_xml_accept_is_406(self, client: httpx.AsyncClient) -> None:
         assert_outcome(await client.get("/metadata", headers={"Accept": "application/fhir+xml"}), 406)
@@ -80,7 +89,11 @@ class TestMediaTypes:
         assert (await client.get("/metadata", params={"_format": "json"})).status_code == 200
 
     async def test_oversized_body_is_413(self, client: httpx.AsyncClient) -> None:
-        big = b'{"resourceType":"Patient","text":{"status":"generated","div":"' + b"x" * (3 * 1024 * 1024) + b'"}}'
+        big = (
+            b'{"resourceType":"Patient","text":{"status":"generated","div":"'
+            + b"x" * (3 * 1024 * 1024)
+            + b'"}}'
+        )
         assert_outcome(await client.post("/Patient", content=big, headers=FHIR_JSON), 413)
 
 

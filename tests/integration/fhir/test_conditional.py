@@ -13,7 +13,9 @@ async def make(client: httpx.AsyncClient, id_: str) -> None:
 
 
 class TestConditionalCreate:
-    async def test_creates_when_no_match_and_returns_existing_when_one(self, client: httpx.AsyncClient) -> None:
+    async def test_creates_when_no_match_and_returns_existing_when_one(
+        self, client: httpx.AsyncClient
+    ) -> None:
         id_ = f"cc-{uuid.uuid4().hex[:12]}"
         await make(client, id_)
         existing = await client.post(
@@ -46,7 +48,9 @@ class TestConditionalUpdate:
     async def test_updates_the_single_match(self, client: httpx.AsyncClient) -> None:
         id_ = f"cu-{uuid.uuid4().hex[:12]}"
         await make(client, id_)
-        response = await client.put(f"/Patient?_id={id_}", json={"resourceType": "Patient", "gender": "female"})
+        response = await client.put(
+            f"/Patient?_id={id_}", json={"resourceType": "Patient", "gender": "female"}
+        )
         assert response.status_code == 200
         assert response.json()["id"] == id_ and response.json()["meta"]["versionId"] == "2"
 
@@ -65,7 +69,8 @@ class TestConditionalUpdate:
         id_ = f"cp-{uuid.uuid4().hex[:12]}"
         await make(client, id_)
         response = await client.patch(
-            f"/Patient?_id={id_}", content=b'[{"op":"add","path":"/active","value":true}]',
+            f"/Patient?_id={id_}",
+            content=b'[{"op":"add","path":"/active","value":true}]',
             headers={"Content-Type": "application/json-patch+json"},
         )
         assert response.status_code == 200 and response.json()["active"] is True

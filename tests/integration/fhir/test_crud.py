@@ -41,13 +41,17 @@ class TestCreate:
         assert response.headers["location"]
 
     async def test_prefer_operation_outcome(self, client: httpx.AsyncClient) -> None:
-        response = await client.post("/Patient", json=patient(), headers={"Prefer": "return=OperationOutcome"})
+        response = await client.post(
+            "/Patient", json=patient(), headers={"Prefer": "return=OperationOutcome"}
+        )
         assert response.status_code == 201
         assert response.json()["resourceType"] == "OperationOutcome"
 
     async def test_decimal_precision_is_kept(self, client: httpx.AsyncClient) -> None:
         body = {
-            "resourceType": "Observation", "status": "final", "code": {"text": "weight"},
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "weight"},
             "valueQuantity": {"value": 72.50, "unit": "kg"},
         }
         raw = (
@@ -110,8 +114,14 @@ class TestRead:
         assert earlier.status_code == 200
 
     async def test_summary_and_elements(self, client: httpx.AsyncClient) -> None:
-        created = await create(client, patient(gender="male", photo=[{"contentType": "image/png"}],
-                                               text={"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"}))
+        created = await create(
+            client,
+            patient(
+                gender="male",
+                photo=[{"contentType": "image/png"}],
+                text={"status": "generated", "div": '<div xmlns="http://www.w3.org/1999/xhtml">x</div>'},
+            ),
+        )
         summary = (await client.get(f"/Patient/{created['id']}", params={"_summary": "true"})).json()
         assert "photo" not in summary and "text" not in summary and summary["gender"] == "male"
         assert any(t["code"] == "SUBSETTED" for t in summary["meta"]["tag"])
@@ -208,7 +218,8 @@ class TestPatch:
     async def test_patch_with_if_match(self, client: httpx.AsyncClient) -> None:
         created = await create(client, patient())
         response = await client.patch(
-            f"/Patient/{created['id']}", content=b'[{"op":"remove","path":"/name"}]',
+            f"/Patient/{created['id']}",
+            content=b'[{"op":"remove","path":"/name"}]',
             headers={"Content-Type": "application/json-patch+json", "If-Match": 'W/"9"'},
         )
         assert response.status_code == 412

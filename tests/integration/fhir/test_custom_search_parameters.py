@@ -21,9 +21,14 @@ async def test_custom_parameter_applies_after_reindex(client: httpx.AsyncClient,
     assert (await client.get("/Patient", params={code: maiden}, headers=strict)).status_code == 400
 
     definition = {
-        "resourceType": "SearchParameter", "url": f"http://example.org/fhir/SearchParameter/{code}",
-        "name": code, "status": "active", "description": "Mother's maiden name", "code": code,
-        "base": ["Patient"], "type": "string",
+        "resourceType": "SearchParameter",
+        "url": f"http://example.org/fhir/SearchParameter/{code}",
+        "name": code,
+        "status": "active",
+        "description": "Mother's maiden name",
+        "code": code,
+        "base": ["Patient"],
+        "type": "string",
         "expression": f"Patient.extension.where(url='{EXTENSION}').value",
     }
     assert (await client.post("/SearchParameter", json=definition)).status_code == 201
@@ -39,5 +44,7 @@ async def test_custom_parameter_applies_after_reindex(client: httpx.AsyncClient,
     found = (await client.get("/Patient", params={code: maiden}, headers=strict)).json()
     assert {e["resource"]["id"] for e in found["entry"]} == {created["id"], again["id"]}
     capability = (await client.get("/metadata")).json()
-    patient_params = next(r for r in capability["rest"][0]["resource"] if r["type"] == "Patient")["searchParam"]
+    patient_params = next(r for r in capability["rest"][0]["resource"] if r["type"] == "Patient")[
+        "searchParam"
+    ]
     assert code in {p["name"] for p in patient_params}

@@ -125,7 +125,16 @@ class TestCapabilityStatement:
         rest = statement["rest"][0]
         patient = next(r for r in rest["resource"] if r["type"] == "Patient")
         codes = {i["code"] for i in patient["interaction"]}
-        assert {"read", "vread", "update", "patch", "delete", "create", "search-type", "history-instance"} <= codes
+        assert {
+            "read",
+            "vread",
+            "update",
+            "patch",
+            "delete",
+            "create",
+            "search-type",
+            "history-instance",
+        } <= codes
         assert {"_id", "_lastUpdated"} <= {p["name"] for p in patient["searchParam"]}
         assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
         assert len(rest["resource"]) == 146

@@ -13,20 +13,38 @@ import httpx
 from pms.fhir import jsonio
 
 DEFINITION_PREFIXES = (
-    "StructureDefinition-", "SearchParameter-", "ValueSet-", "CodeSystem-", "ConceptMap-", "OperationDefinition-",
-    "CompartmentDefinition-", "CapabilityStatement-", "ImplementationGuide-", "NamingSystem-", "StructureMap-",
+    "StructureDefinition-",
+    "SearchParameter-",
+    "ValueSet-",
+    "CodeSystem-",
+    "ConceptMap-",
+    "OperationDefinition-",
+    "CompartmentDefinition-",
+    "CapabilityStatement-",
+    "ImplementationGuide-",
+    "NamingSystem-",
+    "StructureMap-",
 )
 
 # The specification's own definition collections (tens of MB each), not examples of clinical content.
 DEFINITION_BUNDLES = {
-    "Bundle-resources.json", "Bundle-dataelements.json", "Bundle-valueset-expansions.json", "Bundle-valuesets.json",
-    "Bundle-v3-valuesets.json", "Bundle-v2-valuesets.json", "Bundle-profiles-others.json", "Bundle-extensions.json",
-    "Bundle-types.json", "Bundle-searchParams.json", "Bundle-conceptmaps.json", "ig-r4.json",
+    "Bundle-resources.json",
+    "Bundle-dataelements.json",
+    "Bundle-valueset-expansions.json",
+    "Bundle-valuesets.json",
+    "Bundle-v3-valuesets.json",
+    "Bundle-v2-valuesets.json",
+    "Bundle-profiles-others.json",
+    "Bundle-extensions.json",
+    "Bundle-types.json",
+    "Bundle-searchParams.json",
+    "Bundle-conceptmaps.json",
+    "ig-r4.json",
 }
 
 # Examples that the R4 specification itself publishes in an invalid form, and why.
 KNOWN_INVALID: dict[str, str] = {
-    "Questionnaire-qs1.json": "its nested items have no linkId, which Questionnaire.item.linkId requires (1..1)",
+    "Questionnaire-qs1.json": "nested items have no linkId, which Questionnaire.item.linkId requires (1..1)",
 }
 
 
@@ -35,8 +53,11 @@ def load_examples(shared: Path) -> list[tuple[str, dict[str, Any]]]:
     with tarfile.open(shared / "fhir" / "hl7.fhir.r4.examples-4.0.1.tgz") as tar:
         for member in tar.getmembers():
             name = member.name.rsplit("/", 1)[-1]
-            if not name.endswith(".json") or name.startswith((".", "package")) or name.startswith(DEFINITION_PREFIXES) or (
-                name in DEFINITION_BUNDLES
+            if (
+                not name.endswith(".json")
+                or name.startswith((".", "package"))
+                or name.startswith(DEFINITION_PREFIXES)
+                or (name in DEFINITION_BUNDLES)
             ):
                 continue
             handle = tar.extractfile(member)
@@ -61,8 +82,9 @@ async def test_official_examples_round_trip(client: httpx.AsyncClient, shared_di
     async def round_trip(name: str, resource: dict[str, Any]) -> None:
         url = f"/{resource['resourceType']}/{resource['id']}"
         async with gate:
-            stored = await client.put(url, content=jsonio.dumps(resource),
-                                      headers={"Content-Type": "application/fhir+json"})
+            stored = await client.put(
+                url, content=jsonio.dumps(resource), headers={"Content-Type": "application/fhir+json"}
+            )
             if stored.status_code not in (200, 201):
                 rejected[name] = stored.json()["issue"][0]["diagnostics"]
                 return

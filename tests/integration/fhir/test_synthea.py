@@ -30,8 +30,9 @@ async def test_synthea_bundles_load_and_read_back(client: httpx.AsyncClient, sha
     infrastructure, patients = synthea_bundles(shared_dir)
     assert len(infrastructure) == 2 and len(patients) == 100
     for bundle in [*infrastructure, *patients[:5]]:
-        response = await client.post("", content=jsonio.dumps(bundle),
-                                     headers={"Content-Type": "application/fhir+json"})
+        response = await client.post(
+            "", content=jsonio.dumps(bundle), headers={"Content-Type": "application/fhir+json"}
+        )
         assert response.status_code == 200, response.text[:500]
         result = response.json()
         assert len(result["entry"]) == len(bundle["entry"])

@@ -12,10 +12,10 @@ from pms.core.db import Database
 from pms.fhir.resource import Validator
 from pms.storage.bundles import BundleProcessor
 from pms.storage.fast_reads import FastReader
-from pms.storage.interactions import Interactions
-from pms.storage.repository import FhirRepository
 from pms.storage.indexer import Indexer
+from pms.storage.interactions import Interactions
 from pms.storage.registry_provider import RegistryProvider
+from pms.storage.repository import FhirRepository
 
 
 def fhir_base(request: Request) -> str:
@@ -37,7 +37,10 @@ async def interactions(request: Request, *, write: bool) -> AsyncIterator[Intera
         registry = await provider.get(conn)
         repo = FhirRepository(conn, validator=validator, indexer=Indexer(registry))
         yield Interactions(
-            repo, registry, base=fhir_base(request), default_count=settings.default_page_size,
+            repo,
+            registry,
+            base=fhir_base(request),
+            default_count=settings.default_page_size,
             max_count=settings.max_page_size,
         )
         # Index rows of this unit's writes go in before it commits.

@@ -34,9 +34,16 @@ TRANSACTION_EXAMPLE: dict[str, Any] = {
             "resource": {
                 "resourceType": "Observation",
                 "status": "final",
-                "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7", "display": "Body weight"}]},
+                "code": {
+                    "coding": [{"system": "http://loinc.org", "code": "29463-7", "display": "Body weight"}]
+                },
                 "subject": {"reference": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"},
-                "valueQuantity": {"value": 72.5, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"},
+                "valueQuantity": {
+                    "value": 72.5,
+                    "unit": "kg",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "kg",
+                },
             },
             "request": {"method": "POST", "url": "Observation"},
         },
@@ -52,7 +59,9 @@ IdPath = Path(description="Logical id ([A-Za-z0-9-.]{1,64})", examples=["example
 VersionPath = Path(description="Version id (meta.versionId)", examples=["1"])
 
 
-def resource_body(example: dict[str, Any] = PATIENT_EXAMPLE, *, description: str = "A FHIR resource") -> dict[str, Any]:
+def resource_body(
+    example: dict[str, Any] = PATIENT_EXAMPLE, *, description: str = "A FHIR resource"
+) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
@@ -80,22 +89,38 @@ PATCH_BODY: dict[str, Any] = {
 
 
 def responses(
-    ok: int = 200, *, description: str = "The resource", example: dict[str, Any] = PATIENT_EXAMPLE,
+    ok: int = 200,
+    *,
+    description: str = "The resource",
+    example: dict[str, Any] = PATIENT_EXAMPLE,
     errors: tuple[int, ...] = (400, 404),
 ) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {
-        ok: {"description": description, "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/Resource"},
-                                                                 "example": example}}},
+        ok: {
+            "description": description,
+            "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/Resource"}, "example": example}},
+        },
     }
     reasons = {
-        400: "Invalid request or resource (OperationOutcome)", 404: "Unknown resource (OperationOutcome)",
-        409: "Conflict", 410: "The resource was deleted", 412: "Version conflict (If-Match) or ambiguous criteria",
-        413: "Body too large", 415: "Unsupported media type", 422: "Unprocessable (e.g. a failing patch)",
+        400: "Invalid request or resource (OperationOutcome)",
+        404: "Unknown resource (OperationOutcome)",
+        409: "Conflict",
+        410: "The resource was deleted",
+        412: "Version conflict (If-Match) or ambiguous criteria",
+        413: "Body too large",
+        415: "Unsupported media type",
+        422: "Unprocessable (e.g. a failing patch)",
     }
     for code in errors:
-        out[code] = {"description": reasons[code],
-                     "content": {FHIR_JSON: {"schema": {"$ref": "#/components/schemas/OperationOutcome"},
-                                             "example": OUTCOME_EXAMPLE}}}
+        out[code] = {
+            "description": reasons[code],
+            "content": {
+                FHIR_JSON: {
+                    "schema": {"$ref": "#/components/schemas/OperationOutcome"},
+                    "example": OUTCOME_EXAMPLE,
+                }
+            },
+        }
     return out
 
 
@@ -109,8 +134,13 @@ def add_fhir_schemas(schema: dict[str, Any]) -> dict[str, Any]:
         "properties": {
             "resourceType": {"type": "string", "enum": list(resource_types())},
             "id": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
-            "meta": {"type": "object", "properties": {"versionId": {"type": "string"},
-                                                       "lastUpdated": {"type": "string", "format": "date-time"}}},
+            "meta": {
+                "type": "object",
+                "properties": {
+                    "versionId": {"type": "string"},
+                    "lastUpdated": {"type": "string", "format": "date-time"},
+                },
+            },
         },
         "additionalProperties": True,
     }
@@ -120,9 +150,18 @@ def add_fhir_schemas(schema: dict[str, Any]) -> dict[str, Any]:
         "required": ["resourceType", "issue"],
         "properties": {
             "resourceType": {"type": "string", "enum": ["OperationOutcome"]},
-            "issue": {"type": "array", "items": {"type": "object", "properties": {
-                "severity": {"type": "string"}, "code": {"type": "string"}, "diagnostics": {"type": "string"},
-                "expression": {"type": "array", "items": {"type": "string"}}}}},
+            "issue": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "severity": {"type": "string"},
+                        "code": {"type": "string"},
+                        "diagnostics": {"type": "string"},
+                        "expression": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
         },
     }
     return schema

@@ -80,7 +80,11 @@ def _prefer(header: str) -> dict[str, str]:
     for part in header.split(";") + header.split(","):
         key, _, value = part.strip().partition("=")
         if key in ("return", "handling") and value.strip('"') in (
-            "minimal", "representation", "OperationOutcome", "strict", "lenient"
+            "minimal",
+            "representation",
+            "OperationOutcome",
+            "strict",
+            "lenient",
         ):
             out[key] = value.strip('"')
     return out
@@ -96,7 +100,9 @@ async def read_body(request: Request, *, max_bytes: int, patch: bool = False) ->
         elif patch:
             message = "PATCH needs a JSON Patch body (Content-Type: application/json-patch+json)"
         else:
-            message = f"Unsupported Content-Type '{content_type[:60] or '(none)'}'; send application/fhir+json"
+            message = (
+                f"Unsupported Content-Type '{content_type[:60] or '(none)'}'; send application/fhir+json"
+            )
         raise AppError(415, [Issue("not-supported", message)])
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -119,10 +125,14 @@ async def read_body(request: Request, *, max_bytes: int, patch: bool = False) ->
 
 
 def _too_large(max_bytes: int) -> AppError:
-    return AppError(413, [Issue("too-costly", f"The body is larger than the {max_bytes} bytes this server accepts")])
+    return AppError(
+        413, [Issue("too-costly", f"The body is larger than the {max_bytes} bytes this server accepts")]
+    )
 
 
-def fhir_response(outcome: Outcome, view: Presentation, *, write: bool = False, head: bool = False) -> Response:
+def fhir_response(
+    outcome: Outcome, view: Presentation, *, write: bool = False, head: bool = False
+) -> Response:
     headers: dict[str, str] = {}
     stored = outcome.stored
     if stored is not None:
@@ -141,8 +151,9 @@ def fhir_response(outcome: Outcome, view: Presentation, *, write: bool = False, 
         content = None
     if content is None:
         return Response(status_code=outcome.status, headers=headers)
-    return Response(content=b"" if head else content, status_code=outcome.status, headers=headers,
-                    media_type=FHIR_JSON)
+    return Response(
+        content=b"" if head else content, status_code=outcome.status, headers=headers, media_type=FHIR_JSON
+    )
 
 
 def _resource_body(content: str | bytes, view: Presentation, *, write: bool) -> bytes | None:

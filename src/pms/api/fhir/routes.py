@@ -16,10 +16,10 @@ from pms.core.errors import AppError, Issue
 from pms.fhir.capability import capability_statement
 from pms.fhir.definitions import is_resource_type
 from pms.fhir.preconditions import http_date, search_criteria, version_from_etag
-from pms.fhir.urls import Target, parse_version
 from pms.fhir.resource import check_id
-from pms.storage.registry_provider import RegistryProvider
+from pms.fhir.urls import Target, parse_version
 from pms.storage.interactions import InteractionRequest, Outcome, conditional_read
+from pms.storage.registry_provider import RegistryProvider
 
 router = APIRouter(prefix="/fhir")
 
@@ -29,26 +29,44 @@ VersionId = Annotated[str, docs.VersionPath]
 
 
 def _header(name: str, description: str, example: str) -> dict[str, Any]:
-    return {"name": name, "in": "header", "required": False, "description": description,
-            "schema": {"type": "string"}, "example": example}
+    return {
+        "name": name,
+        "in": "header",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+        "example": example,
+    }
 
 
 def _query(name: str, description: str, example: str | None = None) -> dict[str, Any]:
-    param: dict[str, Any] = {"name": name, "in": "query", "required": False, "description": description,
-                             "schema": {"type": "string"}}
+    param: dict[str, Any] = {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
     if example is not None:
         param["example"] = example
     return param
 
 
 IF_MATCH = _header("If-Match", "Only write if the resource is at this version (else 412)", 'W/"1"')
-IF_NONE_EXIST = _header("If-None-Exist", "Conditional create: search criteria (http.html#ccreate)",
-                        "identifier=http://acme.org/mrn|12345")
+IF_NONE_EXIST = _header(
+    "If-None-Exist",
+    "Conditional create: search criteria (http.html#ccreate)",
+    "identifier=http://acme.org/mrn|12345",
+)
 IF_NONE_MATCH = _header("If-None-Match", "Conditional read: 304 when the version matches", 'W/"1"')
-IF_MODIFIED_SINCE = _header("If-Modified-Since", "Conditional read: 304 when unchanged since",
-                            "Sat, 21 Nov 2026 10:00:00 GMT")
-PREFER = _header("Prefer", "return=minimal|representation|OperationOutcome; handling=strict|lenient",
-                 "return=representation")
+IF_MODIFIED_SINCE = _header(
+    "If-Modified-Since", "Conditional read: 304 when unchanged since", "Sat, 21 Nov 2026 10:00:00 GMT"
+)
+PREFER = _header(
+    "Prefer",
+    "return=minimal|representation|OperationOutcome; handling=strict|lenient",
+    "return=representation",
+)
 FORMAT = _query("_format", "json (default) or application/fhir+json; XML gets 406", "json")
 PRETTY = _query("_pretty", "true to indent the JSON", "true")
 SUMMARY = _query("_summary", "true | text | data | count | false")
@@ -65,7 +83,8 @@ HISTORY_PARAMS = [
     _query("_count", "Page size (default 20)", "20"),
     _query("_since", "Only versions at or after this instant", "2026-01-01T00:00:00Z"),
     _query("_at", "Only versions current at some point during this (date/time) period", "2026-11"),
-    FORMAT, PRETTY,
+    FORMAT,
+    PRETTY,
 ]
 
 
@@ -80,7 +99,9 @@ async def _run(request: Request, call: InteractionRequest, *, write: bool) -> Re
     call.strict = view.strict
     async with interactions(request, write=write) as fhir:
         outcome: Outcome = await fhir.execute(call)
-    return fhir_response(outcome, view, write=write and call.method != "DELETE", head=request.method == "HEAD")
+    return fhir_response(
+        outcome, view, write=write and call.method != "DELETE", head=request.method == "HEAD"
+    )
 
 
 def _settings(request: Request) -> Settings:
@@ -96,7 +117,9 @@ def _query_pairs(request: Request) -> list[tuple[str, str]]:
 
 
 @router.get(
-    "/metadata", summary="CapabilityStatement", tags=["system"],
+    "/metadata",
+    summary="CapabilityStatement",
+    tags=["system"],
     responses={200: {"description": "What this server supports", "content": {docs.FHIR_JSON: {}}}},
     openapi_extra={"parameters": [FORMAT, PRETTY]},
 )
@@ -107,9 +130,11 @@ async def metadata(request: Request) -> Response:
     async with request.app.state.db.reader() as conn:
         registry = await provider.get(conn)
     statement = capability_statement(
-        base=fhir_base(request), software_version=request.app.version,
+        base=fhir_base(request),
+        software_version=request.app.version,
         search_parameters=lambda type_name: [
-            (p.code, p.type, p.url) for p in registry.params_for(type_name).values()
+            (p.code, p.type, p.url)
+            for p in registry.params_for(type_name).values()
             if p.code not in ("_id", "_lastUpdated")
         ],
     )
@@ -117,12 +142,18 @@ async def metadata(request: Request) -> Response:
 
 
 @router.post(
-    "", summary="Process a batch or transaction Bundle", tags=["system"],
-    openapi_extra={**docs.resource_body(docs.TRANSACTION_EXAMPLE, description="A batch or transaction Bundle"),
-                   "parameters": [PREFER, FORMAT, PRETTY]},
-    responses=docs.responses(description="A batch-response or transaction-response Bundle",
-                             example={"resourceType": "Bundle", "type": "transaction-response"},
-                             errors=(400, 404, 409, 412, 413, 415, 422)),
+    "",
+    summary="Process a batch or transaction Bundle",
+    tags=["system"],
+    openapi_extra={
+        **docs.resource_body(docs.TRANSACTION_EXAMPLE, description="A batch or transaction Bundle"),
+        "parameters": [PREFER, FORMAT, PRETTY],
+    },
+    responses=docs.responses(
+        description="A batch-response or transaction-response Bundle",
+        example={"resourceType": "Bundle", "type": "transaction-response"},
+        errors=(400, 404, 409, 412, 413, 415, 422),
+    ),
 )
 @router.post("/", include_in_schema=False)
 async def batch_or_transaction(request: Request) -> Response:
@@ -134,40 +165,71 @@ async def batch_or_transaction(request: Request) -> Response:
     return fhir_response(Outcome(200, body=result), view)
 
 
-@router.get("", summary="Whole-system search (_type=...)", tags=["system"],
-            openapi_extra={"parameters": [_query("_type", "Resource types to search, comma-separated",
-                                                 "Patient,Practitioner"), *SEARCH_PARAMS]},
-            responses=docs.responses(description="A searchset Bundle"))
+@router.get(
+    "",
+    summary="Whole-system search (_type=...)",
+    tags=["system"],
+    openapi_extra={
+        "parameters": [
+            _query("_type", "Resource types to search, comma-separated", "Patient,Practitioner"),
+            *SEARCH_PARAMS,
+        ]
+    },
+    responses=docs.responses(description="A searchset Bundle"),
+)
 @router.get("/", include_in_schema=False)
 async def system_search(request: Request) -> Response:
     return await _run(request, InteractionRequest("GET", Target(query=_query_pairs(request))), write=False)
 
 
-@router.get("/_history", summary="History of all resources", tags=["system"],
-            openapi_extra={"parameters": HISTORY_PARAMS}, responses=docs.responses(description="A history Bundle"))
+@router.get(
+    "/_history",
+    summary="History of all resources",
+    tags=["system"],
+    openapi_extra={"parameters": HISTORY_PARAMS},
+    responses=docs.responses(description="A history Bundle"),
+)
 async def system_history(request: Request) -> Response:
-    return await _run(request, InteractionRequest("GET", Target(history=True, query=_query_pairs(request))),
-                      write=False)
+    return await _run(
+        request, InteractionRequest("GET", Target(history=True, query=_query_pairs(request))), write=False
+    )
 
 
 # -- type level ----------------------------------------------------------------------------------------------
 
 
 @router.head("/{resource_type}", include_in_schema=False)
-@router.get("/{resource_type}", summary="Search", tags=["type"],
-            openapi_extra={"parameters": SEARCH_PARAMS},
-            responses=docs.responses(description="A searchset Bundle", example={"resourceType": "Bundle",
-                                                                                "type": "searchset"}))
+@router.get(
+    "/{resource_type}",
+    summary="Search",
+    tags=["type"],
+    openapi_extra={"parameters": SEARCH_PARAMS},
+    responses=docs.responses(
+        description="A searchset Bundle", example={"resourceType": "Bundle", "type": "searchset"}
+    ),
+)
 async def search(request: Request, resource_type: ResourceType) -> Response:
     _check_type(resource_type)
-    return await _run(request, InteractionRequest("GET", Target(resource_type, query=_query_pairs(request))),
-                      write=False)
+    return await _run(
+        request, InteractionRequest("GET", Target(resource_type, query=_query_pairs(request))), write=False
+    )
 
 
-@router.post("/{resource_type}/_search", summary="Search (form body)", tags=["type"],
-             openapi_extra={"requestBody": {"content": {"application/x-www-form-urlencoded": {
-                 "schema": {"type": "object", "additionalProperties": {"type": "string"}}}}}},
-             responses=docs.responses(description="A searchset Bundle"))
+@router.post(
+    "/{resource_type}/_search",
+    summary="Search (form body)",
+    tags=["type"],
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "additionalProperties": {"type": "string"}}
+                }
+            }
+        }
+    },
+    responses=docs.responses(description="A searchset Bundle"),
+)
 async def search_post(request: Request, resource_type: ResourceType) -> Response:
     _check_type(resource_type)
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
@@ -175,55 +237,91 @@ async def search_post(request: Request, resource_type: ResourceType) -> Response
         raise AppError(415, [Issue("not-supported", "POST _search takes application/x-www-form-urlencoded")])
     form = (await request.body()).decode("utf-8", errors="replace")
     pairs = _query_pairs(request) + parse_qsl(form, keep_blank_values=True)
-    return await _run(request, InteractionRequest("POST", Target(resource_type, operation="_search", query=pairs)),
-                      write=False)
+    return await _run(
+        request,
+        InteractionRequest("POST", Target(resource_type, operation="_search", query=pairs)),
+        write=False,
+    )
 
 
-@router.post("/{resource_type}", summary="Create (or conditional create with If-None-Exist)", tags=["type"],
-             status_code=201,
-             openapi_extra={**docs.resource_body(), "parameters": [IF_NONE_EXIST, PREFER, FORMAT, PRETTY]},
-             responses=docs.responses(201, description="Created", errors=(400, 404, 412, 413, 415)))
+@router.post(
+    "/{resource_type}",
+    summary="Create (or conditional create with If-None-Exist)",
+    tags=["type"],
+    status_code=201,
+    openapi_extra={**docs.resource_body(), "parameters": [IF_NONE_EXIST, PREFER, FORMAT, PRETTY]},
+    responses=docs.responses(201, description="Created", errors=(400, 404, 412, 413, 415)),
+)
 async def create(request: Request, resource_type: ResourceType) -> Response:
     _check_type(resource_type)
     body = await read_body(request, max_bytes=_settings(request).max_body_bytes)
-    call = InteractionRequest("POST", Target(resource_type), body,
-                              if_none_exist=search_criteria(request.headers.get("if-none-exist")))
+    call = InteractionRequest(
+        "POST",
+        Target(resource_type),
+        body,
+        if_none_exist=search_criteria(request.headers.get("if-none-exist")),
+    )
     return await _run(request, call, write=True)
 
 
-@router.put("/{resource_type}", summary="Conditional update (criteria in the query)", tags=["type"],
-            openapi_extra={**docs.resource_body(), "parameters": [IF_MATCH, PREFER, FORMAT]},
-            responses=docs.responses(errors=(400, 404, 412, 413, 415)))
+@router.put(
+    "/{resource_type}",
+    summary="Conditional update (criteria in the query)",
+    tags=["type"],
+    openapi_extra={**docs.resource_body(), "parameters": [IF_MATCH, PREFER, FORMAT]},
+    responses=docs.responses(errors=(400, 404, 412, 413, 415)),
+)
 async def conditional_update(request: Request, resource_type: ResourceType) -> Response:
     _check_type(resource_type)
     body = await read_body(request, max_bytes=_settings(request).max_body_bytes)
-    call = InteractionRequest("PUT", Target(resource_type, query=_query_pairs(request)), body,
-                              if_match=version_from_etag(request.headers.get("if-match")))
+    call = InteractionRequest(
+        "PUT",
+        Target(resource_type, query=_query_pairs(request)),
+        body,
+        if_match=version_from_etag(request.headers.get("if-match")),
+    )
     return await _run(request, call, write=True)
 
 
-@router.patch("/{resource_type}", summary="Conditional patch (criteria in the query)", tags=["type"],
-              openapi_extra={**docs.PATCH_BODY, "parameters": [IF_MATCH, PREFER]},
-              responses=docs.responses(errors=(400, 404, 412, 415, 422)))
+@router.patch(
+    "/{resource_type}",
+    summary="Conditional patch (criteria in the query)",
+    tags=["type"],
+    openapi_extra={**docs.PATCH_BODY, "parameters": [IF_MATCH, PREFER]},
+    responses=docs.responses(errors=(400, 404, 412, 415, 422)),
+)
 async def conditional_patch(request: Request, resource_type: ResourceType) -> Response:
     _check_type(resource_type)
     body = await read_body(request, max_bytes=_settings(request).max_body_bytes, patch=True)
-    call = InteractionRequest("PATCH", Target(resource_type, query=_query_pairs(request)), body,
-                              if_match=version_from_etag(request.headers.get("if-match")))
+    call = InteractionRequest(
+        "PATCH",
+        Target(resource_type, query=_query_pairs(request)),
+        body,
+        if_match=version_from_etag(request.headers.get("if-match")),
+    )
     return await _run(request, call, write=True)
 
 
-@router.delete("/{resource_type}", summary="Conditional delete (every match)", tags=["type"],
-               responses=docs.responses(description="OperationOutcome", example=docs.OUTCOME_EXAMPLE,
-                                        errors=(400, 412)))
+@router.delete(
+    "/{resource_type}",
+    summary="Conditional delete (every match)",
+    tags=["type"],
+    responses=docs.responses(description="OperationOutcome", example=docs.OUTCOME_EXAMPLE, errors=(400, 412)),
+)
 async def conditional_delete(request: Request, resource_type: ResourceType) -> Response:
     _check_type(resource_type)
-    return await _run(request, InteractionRequest("DELETE", Target(resource_type, query=_query_pairs(request))),
-                      write=True)
+    return await _run(
+        request, InteractionRequest("DELETE", Target(resource_type, query=_query_pairs(request))), write=True
+    )
 
 
-@router.get("/{resource_type}/_history", summary="History of a resource type", tags=["type"],
-            openapi_extra={"parameters": HISTORY_PARAMS}, responses=docs.responses(description="A history Bundle"))
+@router.get(
+    "/{resource_type}/_history",
+    summary="History of a resource type",
+    tags=["type"],
+    openapi_extra={"parameters": HISTORY_PARAMS},
+    responses=docs.responses(description="A history Bundle"),
+)
 async def type_history(request: Request, resource_type: ResourceType) -> Response:
     _check_type(resource_type)
     target = Target(resource_type, history=True, query=_query_pairs(request))
@@ -234,9 +332,13 @@ async def type_history(request: Request, resource_type: ResourceType) -> Respons
 
 
 @router.head("/{resource_type}/{id}", include_in_schema=False)
-@router.get("/{resource_type}/{id}", summary="Read", tags=["instance"],
-            openapi_extra={"parameters": [IF_NONE_MATCH, IF_MODIFIED_SINCE, *READ_PARAMS]},
-            responses=docs.responses(errors=(404, 410)))
+@router.get(
+    "/{resource_type}/{id}",
+    summary="Read",
+    tags=["instance"],
+    openapi_extra={"parameters": [IF_NONE_MATCH, IF_MODIFIED_SINCE, *READ_PARAMS]},
+    responses=docs.responses(errors=(404, 410)),
+)
 async def read(request: Request, resource_type: ResourceType, id: ResourceId) -> Response:
     # The hot path: straight to the primary-key reader, no SQLAlchemy connection.
     _check_type(resource_type)
@@ -245,69 +347,104 @@ async def read(request: Request, resource_type: ResourceType, id: ResourceId) ->
     view = presentation(request)
     headers = request.headers
     stored = await fast_reader(request).read(resource_type, id)
-    outcome = conditional_read(stored, headers.get("if-none-match"), http_date(headers.get("if-modified-since")))
+    outcome = conditional_read(
+        stored, headers.get("if-none-match"), http_date(headers.get("if-modified-since"))
+    )
     return fhir_response(outcome, view, head=request.method == "HEAD")
 
 
-@router.put("/{resource_type}/{id}", summary="Update (or create with this id)", tags=["instance"],
-            openapi_extra={**docs.resource_body(), "parameters": [IF_MATCH, PREFER, FORMAT, PRETTY]},
-            responses=docs.responses(errors=(400, 404, 412, 413, 415)))
+@router.put(
+    "/{resource_type}/{id}",
+    summary="Update (or create with this id)",
+    tags=["instance"],
+    openapi_extra={**docs.resource_body(), "parameters": [IF_MATCH, PREFER, FORMAT, PRETTY]},
+    responses=docs.responses(errors=(400, 404, 412, 413, 415)),
+)
 async def update(request: Request, resource_type: ResourceType, id: ResourceId) -> Response:
     _check_type(resource_type)
     body = await read_body(request, max_bytes=_settings(request).max_body_bytes)
-    call = InteractionRequest("PUT", Target(resource_type, id), body,
-                              if_match=version_from_etag(request.headers.get("if-match")))
+    call = InteractionRequest(
+        "PUT", Target(resource_type, id), body, if_match=version_from_etag(request.headers.get("if-match"))
+    )
     return await _run(request, call, write=True)
 
 
-@router.patch("/{resource_type}/{id}", summary="Patch (JSON Patch)", tags=["instance"],
-              openapi_extra={**docs.PATCH_BODY, "parameters": [IF_MATCH, PREFER, FORMAT, PRETTY]},
-              responses=docs.responses(errors=(400, 404, 410, 412, 415, 422)))
+@router.patch(
+    "/{resource_type}/{id}",
+    summary="Patch (JSON Patch)",
+    tags=["instance"],
+    openapi_extra={**docs.PATCH_BODY, "parameters": [IF_MATCH, PREFER, FORMAT, PRETTY]},
+    responses=docs.responses(errors=(400, 404, 410, 412, 415, 422)),
+)
 async def patch(request: Request, resource_type: ResourceType, id: ResourceId) -> Response:
     _check_type(resource_type)
     body = await read_body(request, max_bytes=_settings(request).max_body_bytes, patch=True)
-    call = InteractionRequest("PATCH", Target(resource_type, id), body,
-                              if_match=version_from_etag(request.headers.get("if-match")))
+    call = InteractionRequest(
+        "PATCH", Target(resource_type, id), body, if_match=version_from_etag(request.headers.get("if-match"))
+    )
     return await _run(request, call, write=True)
 
 
-@router.delete("/{resource_type}/{id}", summary="Delete", tags=["instance"],
-               openapi_extra={"parameters": [IF_MATCH]},
-               responses=docs.responses(description="OperationOutcome", example=docs.OUTCOME_EXAMPLE,
-                                        errors=(400, 412)))
+@router.delete(
+    "/{resource_type}/{id}",
+    summary="Delete",
+    tags=["instance"],
+    openapi_extra={"parameters": [IF_MATCH]},
+    responses=docs.responses(description="OperationOutcome", example=docs.OUTCOME_EXAMPLE, errors=(400, 412)),
+)
 async def delete(request: Request, resource_type: ResourceType, id: ResourceId) -> Response:
     _check_type(resource_type)
-    call = InteractionRequest("DELETE", Target(resource_type, id),
-                              if_match=version_from_etag(request.headers.get("if-match")))
+    call = InteractionRequest(
+        "DELETE", Target(resource_type, id), if_match=version_from_etag(request.headers.get("if-match"))
+    )
     return await _run(request, call, write=True)
 
 
-@router.get("/{resource_type}/{id}/_history", summary="History of a resource", tags=["instance"],
-            openapi_extra={"parameters": HISTORY_PARAMS}, responses=docs.responses(description="A history Bundle"))
+@router.get(
+    "/{resource_type}/{id}/_history",
+    summary="History of a resource",
+    tags=["instance"],
+    openapi_extra={"parameters": HISTORY_PARAMS},
+    responses=docs.responses(description="A history Bundle"),
+)
 async def instance_history(request: Request, resource_type: ResourceType, id: ResourceId) -> Response:
     _check_type(resource_type)
     target = Target(resource_type, id, history=True, query=_query_pairs(request))
     return await _run(request, InteractionRequest("GET", target), write=False)
 
 
-@router.get("/{compartment}/{id}/{resource_type}", summary="Search in a compartment (e.g. Patient/123/Observation)",
-            tags=["instance"], openapi_extra={"parameters": SEARCH_PARAMS},
-            responses=docs.responses(description="A searchset Bundle"))
+@router.get(
+    "/{compartment}/{id}/{resource_type}",
+    summary="Search in a compartment (e.g. Patient/123/Observation)",
+    tags=["instance"],
+    openapi_extra={"parameters": SEARCH_PARAMS},
+    responses=docs.responses(description="A searchset Bundle"),
+)
 async def compartment_search(
     request: Request, compartment: ResourceType, id: ResourceId, resource_type: str
 ) -> Response:
     _check_type(compartment)
     if resource_type != "*":
         _check_type(resource_type)
-    target = Target(None if resource_type == "*" else resource_type, query=_query_pairs(request),
-                    compartment=(compartment, id))
+    target = Target(
+        None if resource_type == "*" else resource_type,
+        query=_query_pairs(request),
+        compartment=(compartment, id),
+    )
     return await _run(request, InteractionRequest("GET", target), write=False)
 
 
 @router.head("/{resource_type}/{id}/_history/{version_id}", include_in_schema=False)
-@router.get("/{resource_type}/{id}/_history/{version_id}", summary="Version read (vread)", tags=["instance"],
-            openapi_extra={"parameters": READ_PARAMS}, responses=docs.responses(errors=(404, 410)))
-async def vread(request: Request, resource_type: ResourceType, id: ResourceId, version_id: VersionId) -> Response:
+@router.get(
+    "/{resource_type}/{id}/_history/{version_id}",
+    summary="Version read (vread)",
+    tags=["instance"],
+    openapi_extra={"parameters": READ_PARAMS},
+    responses=docs.responses(errors=(404, 410)),
+)
+async def vread(
+    request: Request, resource_type: ResourceType, id: ResourceId, version_id: VersionId
+) -> Response:
     _check_type(resource_type)
     check_id(id)
     check_accept(request)
