@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
 import sys
 import uuid
 
+import asyncpg
 import httpx
 
 
@@ -14,8 +15,6 @@ async def test_reindex_command_restores_a_lost_index(client: httpx.AsyncClient, 
     created = (
         await client.post("/Patient", json={"resourceType": "Patient", "name": [{"family": family}]})
     ).json()
-    import asyncpg
-
     conn = await asyncpg.connect(database_url)
     try:
         rid = await conn.fetchval(
@@ -25,13 +24,20 @@ async def test_reindex_command_restores_a_lost_index(client: httpx.AsyncClient, 
     finally:
         await conn.close()
     assert "entry" not in (await client.get("/Patient", params={"family": family})).json()
-    result = subprocess.run(
-        [sys.executable, "-m", "pms.cli", "reindex", "--type", "Patient", "--database-url", database_url],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pms.cli",
+        "reindex",
+        "--type",
+        "Patient",
+        "--database-url",
+        database_url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert result.returncode == 0, result.stderr
-    assert "Reindexed" in result.stdout
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, stderr.decode()
+    assert b"Reindexed" in stdout
     found = (await client.get("/Patient", params={"family": family})).json()
     assert [e["resource"]["id"] for e in found["entry"]] == [created["id"]]
