@@ -3,15 +3,33 @@
 Each criterion becomes `rid IN (SELECT rid FROM <typed index> WHERE param = … AND <value test>)`; the
 values of one criterion are OR-ed inside the subquery, criteria are AND-ed (search.html#combining).
 Everything is bound parameters: no request text reaches SQL as text.
+
+`ANY_TYPE` stands for a whole-system search without `_type`: a parameter then matches the index rows of
+every resource type that defines it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, func, literal, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.sql.expression import FromClause
 
 from pms.core.errors import bad_request, not_supported
@@ -35,6 +53,11 @@ from pms.fhir.searchparams import Registry
 from pms.storage.index_tables import INDEX_TABLES, component_code, param_hash
 from pms.storage.tables import resource
 
+ANY_TYPE = "Resource"
+_MIN_UTC = datetime.min.replace(tzinfo=UTC)
+_MAX_UTC = datetime.max.replace(tzinfo=UTC)
+
+
 class SearchContext:
     """What compilation needs besides the criteria: the registry and this server's base URL."""
 
@@ -42,22 +65,43 @@ class SearchContext:
         self.registry = registry
         self.base = base.rstrip("/") + "/"
 
-    def local_reference(self, url: str) -> tuple[str, str] | None:
-        """(type, id) when an absolute URL points into this server."""
+    def local_reference(self, url: str) -> tuple[str, str, str | None] | None:
+        """(type, id, version) when an absolute URL points to a resource of this server."""
         if not url.startswith(self.base):
             return None
         parts = url[len(self.base) :].split("/")
-        return (parts[0], parts[1]) if len(parts) >= 2 else None
+        if len(parts) == 2 and all(parts):
+            return parts[0], parts[1], None
+        if len(parts) == 4 and parts[2] == "_history" and all(parts):
+            return parts[0], parts[1], parts[3]
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _hashes_of(registry: Registry, resource_type: str, code: str) -> tuple[int, ...]:
+    """The `param` values of `code`: one type's, or (ANY_TYPE) every type's that defines it."""
+    if resource_type != ANY_TYPE:
+        return (param_hash(resource_type, code),)
+    base = code.split("$", 1)[0]
+    return tuple(param_hash(t, code) for t in registry.resource_types if registry.param(t, base) is not None)
 
 
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _shifted(moment: datetime, delta: timedelta) -> datetime:
+    try:
+        return moment + delta
+    except OverflowError:
+        return _MAX_UTC if delta > timedelta(0) else _MIN_UTC
+
+
 # -- value tests per type (on one index table row) -------------------------------------------------------
 
 
 def _string_test(table: FromClause, value: StringValue, modifier: str | None) -> ColumnElement[bool]:
+    """search.html#string: starts-with by default, case- and accent-insensitive; `:exact`; `:contains`."""
     if modifier == "exact":
         return table.c.exact == value.value
     norm = _like_escape(normalize_string(value.value))
@@ -67,8 +111,11 @@ def _string_test(table: FromClause, value: StringValue, modifier: str | None) ->
 
 
 def _token_test(table: FromClause, value: SearchValue, modifier: str | None) -> ColumnElement[bool]:
+    """search.html#token: `code`, `system|code`, `|code` (no system), `system|` (any code)."""
     if isinstance(value, OfTypeValue):
-        return and_(table.c.type_system == value.system, table.c.type_code == value.code, table.c.code == value.value)
+        return and_(
+            table.c.type_system == value.system, table.c.type_code == value.code, table.c.code == value.value
+        )
     if modifier == "text":
         assert isinstance(value, StringValue | TokenValue)
         text = value.value if isinstance(value, StringValue) else (value.code or "")
@@ -84,63 +131,74 @@ def _token_test(table: FromClause, value: SearchValue, modifier: str | None) -> 
     return and_(*tests) if tests else true()
 
 
-def _approximate(low: Any, high: Any, value: Any) -> tuple[Any, Any]:
-    """search.html#prefix `ap`: within 10% of the value (dates: of the distance from now)."""
-    if isinstance(value, datetime):
-        margin = max(abs(datetime.now(UTC) - value) / 10, timedelta(days=1))
-        return low - margin, high + margin
-    margin = abs(value) / 10 if value else Decimal("0.1")
-    return value - margin, value + margin
-
-
 def _date_test(column_low: Any, column_high: Any, value: DateValue) -> ColumnElement[bool]:
-    """Stored ranges are [low, high] inclusive; the search value's range is [low, high)."""
+    """search.html#prefix on ranges: stored ranges are [low, high] inclusive, the search value's [low, high).
+
+    ge is "gt or eq" and le "lt or eq", as the spec words them: a target that starts before the search
+    range and ends inside it is neither ge nor gt (nor eq).
+    """
     low, high = value.low, value.high
+    test: ColumnElement[bool]
     match value.prefix:
         case "eq":
-            return and_(column_low >= low, column_high < high)
+            test = and_(column_low >= low, column_high < high)
         case "ne":
-            return or_(column_low < low, column_high >= high)
+            test = or_(column_low < low, column_high >= high)
         case "gt":
-            return column_high >= high
+            test = column_high >= high
         case "ge":
-            return column_high >= low
+            test = or_(column_high >= high, column_low >= low)
         case "lt":
-            return column_low < low
+            test = column_low < low
         case "le":
-            return column_low < high
+            test = or_(column_low < low, column_high < high)
         case "sa":
-            return column_low >= high
+            test = column_low >= high
         case "eb":
-            return column_high < low
-        case _:
-            approx_low, approx_high = _approximate(low, high, low)
-            return and_(column_low < approx_high, column_high >= approx_low)
+            test = column_high < low
+        case _:  # ap: 10% of the gap between now and the date, at least a day
+            margin = max(abs(datetime.now(UTC) - low) / 10, timedelta(days=1))
+            test = and_(column_low < _shifted(high, margin), column_high >= _shifted(low, -margin))
+    return test
 
 
-def _number_test(column: Any, value: NumberValue | QuantityValue) -> ColumnElement[bool]:
+def _number_test(point_low: Any, point_high: Any, value: NumberValue | QuantityValue) -> ColumnElement[bool]:
+    """search.html#number, #prefix. The target is a point (point_low = point_high = its value) or, for a
+    Range, [point_low, point_high]. eq/ne/sa/eb use the implicit range of the search value's precision
+    ([low, high): "5.4" is [5.35, 5.45)); gt/lt/ge/le compare with the exact value ("gt100": more than
+    exactly 100); ap is within 10% of the value."""
+    test: ColumnElement[bool]
     match value.prefix:
         case "eq":
-            return and_(column >= value.low, column < value.high)
+            test = and_(point_low >= value.low, point_high < value.high)
         case "ne":
-            return or_(column < value.low, column >= value.high)
-        case "gt" | "sa":
-            return column > value.value
+            test = or_(point_low < value.low, point_high >= value.high)
+        case "gt":
+            test = point_high > value.value
         case "ge":
-            return column >= value.value
-        case "lt" | "eb":
-            return column < value.value
+            test = point_high >= value.value
+        case "lt":
+            test = point_low < value.value
         case "le":
-            return column <= value.value
+            test = point_low <= value.value
+        case "sa":
+            test = point_low >= value.high
+        case "eb":
+            test = point_high < value.low
         case _:
-            approx_low, approx_high = _approximate(value.low, value.high, value.value)
-            return and_(column >= approx_low, column <= approx_high)
+            margin = abs(value.value) / 10 if value.value else Decimal("0.1")
+            test = and_(point_low <= value.value + margin, point_high >= value.value - margin)
+    return test
 
 
 def _quantity_test(table: FromClause, value: QuantityValue) -> ColumnElement[bool]:
-    # A Range (value NULL) matches on its bounds: the same tests applied to low and high.
-    amount = func.coalesce(table.c.value, table.c.low)
-    tests = [_number_test(amount, value)]
+    """search.html#quantity: `value|system|code`; `value||code` matches the code or the unit text.
+    A Range (value NULL) is compared through its bounds."""
+    tests = [
+        _number_test(
+            func.coalesce(table.c.value, table.c.low), func.coalesce(table.c.value, table.c.high), value
+        )
+    ]
     if value.code is not None:
         if value.system is not None:
             tests.append(and_(table.c.system == value.system, table.c.code == value.code))
@@ -152,11 +210,12 @@ def _quantity_test(table: FromClause, value: QuantityValue) -> ColumnElement[boo
 
 
 def _uri_test(table: FromClause, value: UriValue, modifier: str | None) -> ColumnElement[bool]:
+    """search.html#uri: exact match; `:below` starts with the value; `:above`: the value starts with it."""
     if modifier == "below":
         return table.c.uri.like(f"{_like_escape(value.value)}%", escape="\\")
     if modifier == "above":
-        return literal(value.value).like(func.replace(func.replace(table.c.uri, "%", "\\%"), "_", "\\_") + "%",
-                                         escape="\\")
+        pattern = func.replace(func.replace(func.replace(table.c.uri, "\\", "\\\\"), "%", "\\%"), "_", "\\_")
+        return literal(value.value).like(pattern + "%", escape="\\")
     return table.c.uri == value.value
 
 
@@ -180,35 +239,57 @@ class Compiler:
         if criterion.type == "composite":
             return res.c.rid.in_(self._composite_rids(resource_type, criterion))
         if criterion.modifier == "not":
-            return not_(res.c.rid.in_(self._value_rids(resource_type, criterion, negate=True)))
-        if criterion.modifier in ("above", "below", "in", "not-in") and criterion.type == "token":
-            raise not_supported(f"The :{criterion.modifier} modifier on token parameters is not supported yet")
+            return not_(res.c.rid.in_(self._value_rids(resource_type, criterion)))
+        if criterion.modifier in ("above", "below", "in", "not-in") and criterion.type != "uri":
+            raise not_supported(
+                f"The :{criterion.modifier} modifier on {criterion.type} parameters is not supported "
+                f"('{criterion.code}:{criterion.modifier}')"
+            )
         return res.c.rid.in_(self._value_rids(resource_type, criterion))
 
-    def reverse_chain(self, resource_type: str, chain: ReverseChain, res: FromClause) -> ColumnElement[bool]:
-        """`_has:Source:ref:criterion`: some Source refers to `res` through `ref` and matches."""
+    def reverse_chain(
+        self, types: Sequence[str], chain: ReverseChain, res: FromClause
+    ) -> ColumnElement[bool]:
+        """`_has:Source:ref:criterion` (search.html#has): some Source refers to `res` through `ref` and
+        matches. `types` are the searched types (empty: any type)."""
         refs = INDEX_TABLES["reference"].alias()
         source_rids = self._rids_matching(chain.source_type, chain.criterion)
-        query = select(refs.c.target_id).where(
+        conditions = [
             refs.c.param == param_hash(chain.source_type, chain.reference),
-            refs.c.target_type == resource_type,
+            self.local(refs),
             refs.c.rid.in_(source_rids),
-        )
-        return res.c.id.in_(query)
+        ]
+        if len(types) == 1:
+            query = select(refs.c.target_id).where(refs.c.target_type == types[0], *conditions)
+            return res.c.id.in_(query)
+        if types:
+            conditions.append(refs.c.target_type.in_(list(types)))
+        pairs = select(refs.c.target_type, refs.c.target_id).where(*conditions)
+        return tuple_(res.c.resource_type, res.c.id).in_(pairs)
 
     # -- helpers ----------------------------------------------------------------------------------------
+
+    def _param(self, table: FromClause, resource_type: str, code: str) -> ColumnElement[bool]:
+        hashes = _hashes_of(self.registry, resource_type, code)
+        return table.c.param == hashes[0] if len(hashes) == 1 else table.c.param.in_(hashes)
+
+    def local(self, refs: FromClause) -> ColumnElement[bool]:
+        """A reference to a resource of this server: relative, or absolute under this server's base
+        (search.html#reference: a relative search value means a resource on this server)."""
+        return or_(refs.c.url.is_(None), refs.c.url.startswith(self.context.base, autoescape=True))
 
     def _rids_matching(self, resource_type: str, criterion: Criterion | ReverseChain) -> Select[Any]:
         """rids of `resource_type` resources matching a (chained) criterion."""
         inner = resource.alias()
         if isinstance(criterion, ReverseChain):
-            condition = self.reverse_chain(resource_type, criterion, inner)
+            condition = self.reverse_chain((resource_type,), criterion, inner)
         else:
             condition = self.condition(resource_type, criterion, inner)
         return select(inner.c.rid).where(inner.c.resource_type == resource_type, ~inner.c.deleted, condition)
 
     def _chain_rids(self, resource_type: str, criterion: Criterion) -> Select[Any]:
-        """`subject:Patient.name=x`: references through `subject` to Patients whose name matches."""
+        """`subject:Patient.name=x` (search.html#chaining): references through `subject` to Patients whose
+        name matches."""
         assert criterion.chain is not None
         target_type = criterion.target_type
         if target_type is None:
@@ -219,27 +300,34 @@ class Compiler:
             targets.c.rid.in_(self._rids_matching(target_type, criterion.chain)),
         )
         return select(refs.c.rid).where(
-            refs.c.param == param_hash(resource_type, criterion.code),
+            self._param(refs, resource_type, criterion.code),
             refs.c.target_type == target_type,
             refs.c.target_id.in_(target_ids),
+            self.local(refs),
         )
 
     def _missing(self, resource_type: str, criterion: Criterion, res: FromClause) -> ColumnElement[bool]:
-        value = criterion.values[0]
-        assert isinstance(value, MissingValue)
+        """search.html#missing: `:missing=true` selects resources without any value for the parameter."""
+        missing = {v.missing for v in criterion.values if isinstance(v, MissingValue)}
+        if len(missing) != 1:
+            return true()  # `:missing=true,false`: either
         table = INDEX_TABLES[criterion.type].alias()
         has_value = exists(
-            select(literal(1)).where(table.c.rid == res.c.rid, table.c.param == param_hash(resource_type, criterion.code))
+            select(literal(1)).where(
+                table.c.rid == res.c.rid, self._param(table, resource_type, criterion.code)
+            )
         )
-        return not_(has_value) if value.missing else has_value
+        return not_(has_value) if missing.pop() else has_value
 
-    def _value_rids(self, resource_type: str, criterion: Criterion, *, negate: bool = False) -> Select[Any]:
+    def _value_rids(self, resource_type: str, criterion: Criterion) -> Select[Any]:
         if criterion.type not in INDEX_TABLES:
-            raise not_supported(f"Searching by the {criterion.type} parameter '{criterion.code}' is not supported")
+            raise not_supported(
+                f"Searching by the {criterion.type} parameter '{criterion.code}' is not supported"
+            )
         table = INDEX_TABLES[criterion.type].alias()
         tests = [self._value_test(table, criterion, value) for value in criterion.values]
         return select(table.c.rid).where(
-            table.c.param == param_hash(resource_type, criterion.code), or_(*tests) if tests else false()
+            self._param(table, resource_type, criterion.code), or_(*tests) if tests else false()
         )
 
     def _value_test(self, table: FromClause, criterion: Criterion, value: SearchValue) -> ColumnElement[bool]:
@@ -255,7 +343,7 @@ class Compiler:
                 return _date_test(table.c.low, table.c.high, value)
             case "number":
                 assert isinstance(value, NumberValue)
-                return _number_test(table.c.value, value)
+                return _number_test(table.c.value, table.c.value, value)
             case "quantity":
                 assert isinstance(value, QuantityValue)
                 return _quantity_test(table, value)
@@ -265,15 +353,19 @@ class Compiler:
             case "reference":
                 assert isinstance(value, ReferenceValue | TokenValue)
                 return self._reference_test(table, criterion, value)
-        raise not_supported(f"Searching by the {criterion.type} parameter '{criterion.code}' is not supported")
+        raise not_supported(
+            f"Searching by the {criterion.type} parameter '{criterion.code}' is not supported"
+        )
 
     def _reference_test(
         self, table: FromClause, criterion: Criterion, value: ReferenceValue | TokenValue
     ) -> ColumnElement[bool]:
+        """search.html#reference: `[id]`, `[type]/[id]{/_history/[version]}`, `:[type]`, an absolute URL
+        (this server's: the resource it names; another server's: that URL), a canonical `url|version`."""
         if isinstance(value, TokenValue):
             raise not_supported("Reference search by :identifier is not supported yet")
         target_type = criterion.target_type or value.type
-        target_id = value.id
+        target_id, version = value.id, value.version
         if value.url is not None:
             local = self.context.local_reference(value.url)
             if local is None:
@@ -281,41 +373,48 @@ class Compiler:
                 if value.canonical_version is not None:
                     tests.append(table.c.version == value.canonical_version)
                 return and_(*tests)
-            target_type, target_id = local
+            target_type, target_id, version = local
         if target_id is None:
             target_id = value.value
-        tests = [table.c.target_id == target_id]
+        tests = [table.c.target_id == target_id, self.local(table)]
         if target_type is not None:
             tests.append(table.c.target_type == target_type)
-        if value.version is not None:
-            tests.append(table.c.version == value.version)
+        if version is not None:
+            tests.append(table.c.version == version)
         return and_(*tests)
 
     def _composite_rids(self, resource_type: str, criterion: Criterion) -> Select[Any]:
-        """Every component matches within the same composite value (rows sharing rid and grp)."""
-        param = self.registry.param(resource_type, criterion.code)
-        assert param is not None
+        """search.html#composite: every component matches within the same composite value (rows sharing
+        rid and grp)."""
+        params = [
+            p
+            for t in (self.registry.resource_types if resource_type == ANY_TYPE else (resource_type,))
+            if (p := self.registry.param(t, criterion.code)) is not None
+        ]
+        assert params
+        components = params[0].components
         alternatives = []
         for value in criterion.values:
             assert isinstance(value, CompositeValue)
-            first = None
+            first: FromClause | None = None
             query: Select[Any] | None = None
-            for index, (component, component_value) in enumerate(zip(param.components, value.components,
-                                                                     strict=True)):
+            for index, (component, component_value) in enumerate(
+                zip(components, value.components, strict=True)
+            ):
                 if component.type not in INDEX_TABLES:
                     raise not_supported(f"Composite component '{component.code}' cannot be searched")
                 table = INDEX_TABLES[component.type].alias()
                 part = Criterion(component.code, component.type, None, (component_value,))
                 test = and_(
-                    table.c.param == param_hash(resource_type, component_code(criterion.code, index)),
+                    self._param(table, resource_type, component_code(criterion.code, index)),
                     self._value_test(table, part, component_value),
                 )
-                if first is None:
+                if first is None or query is None:
                     first = table
                     query = select(table.c.rid).where(test)
                 else:
-                    assert query is not None
-                    query = query.join(table, and_(table.c.rid == first.c.rid, table.c.grp == first.c.grp)).where(test)
+                    joined = and_(table.c.rid == first.c.rid, table.c.grp == first.c.grp)
+                    query = query.join(table, joined).where(test)
             assert query is not None
             alternatives.append(query)
         if len(alternatives) == 1:
@@ -324,15 +423,20 @@ class Compiler:
         return select(union.c.rid)
 
     def _id_condition(self, criterion: Criterion, res: FromClause) -> ColumnElement[bool]:
+        """`_id` (search.html#all): a token on the resource's own id column."""
         if criterion.modifier == "missing":
             value = criterion.values[0]
             return false() if isinstance(value, MissingValue) and value.missing else true()
+        if criterion.modifier not in (None, "not"):
+            raise bad_request(
+                f"Modifier ':{criterion.modifier}' is not supported on '_id'", code="not-supported"
+            )
         ids = [v.code for v in criterion.values if isinstance(v, TokenValue) and v.code is not None]
         condition = res.c.id.in_(ids)
         return not_(condition) if criterion.modifier == "not" else condition
 
     def _last_updated_condition(self, criterion: Criterion, res: FromClause) -> ColumnElement[bool]:
-        tests = []
+        tests: list[ColumnElement[bool]] = []
         for value in criterion.values:
             if isinstance(value, MissingValue):
                 tests.append(false() if value.missing else true())

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, func, or_, select, text, tuple_
+from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import FromClause
 
@@ -15,16 +15,22 @@ from pms.fhir.search.model import Include, SearchRequest
 from pms.fhir.searchparams import Registry
 from pms.storage.index_tables import INDEX_TABLES, param_hash
 from pms.storage.records import StoredVersion
-from pms.storage.search.compile import Compiler, SearchContext
-from pms.storage.search.paging import PageToken, beyond, decode_token, encode_token
+from pms.storage.search.compile import ANY_TYPE, Compiler, SearchContext
+from pms.storage.search.paging import KeyKind, PageToken, beyond, decode_token, encode_token
 from pms.storage.tables import resource
 
 MAX_INCLUDE_ROUNDS = 3
 MAX_INCLUDED = 1000
-# Sort on the minimum value for ascending and the maximum for descending (search.html#sort).
-_SORT_COLUMNS = {
-    "string": ("norm", "norm"), "token": ("code", "code"), "date": ("low", "high"), "number": ("value", "value"),
-    "quantity": ("value", "value"), "reference": ("target_id", "target_id"), "uri": ("uri", "uri"),
+# Sort on the minimum value for ascending and the maximum for descending (search.html#sort):
+# type -> (ascending column, descending column, the kind of value for page tokens).
+_SORT_COLUMNS: dict[str, tuple[str, str, KeyKind]] = {
+    "string": ("norm", "norm", "text"),
+    "token": ("code", "code", "text"),
+    "date": ("low", "high", "datetime"),
+    "number": ("value", "value", "decimal"),
+    "quantity": ("value", "value", "decimal"),
+    "reference": ("target_id", "target_id", "text"),
+    "uri": ("uri", "uri", "text"),
 }
 
 
@@ -38,9 +44,17 @@ class SearchResult:
     warnings: list[Issue] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _SortKey:
+    expression: Any
+    descending: bool
+    kind: KeyKind
+
+
 def _stored(row: Any) -> StoredVersion:
-    return StoredVersion(row.resource_type, row.id, row.version_id, row.last_updated, False, row.content, "GET",
-                         row.rid)
+    return StoredVersion(
+        row.resource_type, row.id, row.version_id, row.last_updated, False, row.content, "GET", row.rid
+    )
 
 
 class SearchEngine:
@@ -58,22 +72,21 @@ class SearchEngine:
         types = [request.resource_type] if request.resource_type else list(request.types)
         conditions: list[ColumnElement[bool]] = [~res.c.deleted]
         if types:
-            conditions.append(res.c.resource_type.in_(types) if len(types) > 1 else res.c.resource_type == types[0])
+            conditions.append(
+                res.c.resource_type.in_(types) if len(types) > 1 else res.c.resource_type == types[0]
+            )
         for criterion in request.criteria:
-            per_type = [self.compiler.condition(t, criterion, res) for t in types] if types else [
-                self.compiler.condition("Resource", criterion, res)
-            ]
+            per_type = [self.compiler.condition(t, criterion, res) for t in types or [ANY_TYPE]]
             conditions.append(or_(*per_type) if len(per_type) > 1 else per_type[0])
         for chain in request.has:
-            conditions.extend(self.compiler.reverse_chain(t, chain, res) for t in types)
+            conditions.append(self.compiler.reverse_chain(types, chain, res))
         for list_id in request.lists:
             conditions.append(self._in_list(list_id, res))
-        for alternatives in request.text:
-            conditions.append(or_(*(res.c.fts_text.op("@@")(func.plainto_tsquery("simple", v)) for v in alternatives)))
-        for alternatives in request.content:
-            conditions.append(
-                or_(*(res.c.fts_content.op("@@")(func.plainto_tsquery("simple", v)) for v in alternatives))
-            )
+        for column, groups in ((res.c.fts_text, request.text), (res.c.fts_content, request.content)):
+            for alternatives in groups:
+                conditions.append(
+                    or_(*(column.op("@@")(func.plainto_tsquery("simple", v)) for v in alternatives))
+                )
         if compartment is not None:
             conditions.append(self._in_compartment(compartment, types, res))
         return conditions
@@ -87,23 +100,43 @@ class SearchEngine:
         items = (
             select(refs.c.target_id)
             .join(lists, lists.c.rid == refs.c.rid)
-            .where(lists.c.resource_type == "List", lists.c.id == list_id, refs.c.param == param_hash("List", "item"),
-                   refs.c.target_type == res.c.resource_type)
+            .where(
+                lists.c.resource_type == "List",
+                lists.c.id == list_id,
+                ~lists.c.deleted,
+                refs.c.param == param_hash("List", "item"),
+                refs.c.target_type == res.c.resource_type,
+                self.compiler.local(refs),
+            )
         )
         return res.c.id.in_(items)
 
-    def _in_compartment(self, compartment: tuple[str, str], types: list[str], res: FromClause) -> ColumnElement[bool]:
-        """`Patient/123/Observation`: linked to the compartment's focus by one of the compartment's params."""
+    def _in_compartment(
+        self, compartment: tuple[str, str], types: list[str], res: FromClause
+    ) -> ColumnElement[bool]:
+        """`Patient/123/Observation` (search.html#compartment): linked to the compartment's focus by one of
+        the compartment definition's parameters; `Patient/123/*` searches every member type."""
         compartment_type, compartment_id = compartment
+        members = self.registry.compartment_members(compartment_type)
+        searched = types or list(members)
         refs = INDEX_TABLES["reference"].alias()
         hashes = [
-            param_hash(t, code) for t in types for code in self.registry.compartment_params(compartment_type, t)
+            param_hash(t, code)
+            for t in searched
+            for code in self.registry.compartment_params(compartment_type, t)
+            if code != "{def}"
         ]
         linked = res.c.rid.in_(
-            select(refs.c.rid).where(refs.c.param.in_(hashes), refs.c.target_type == compartment_type,
-                                     refs.c.target_id == compartment_id)
+            select(refs.c.rid).where(
+                refs.c.param.in_(hashes),
+                refs.c.target_type == compartment_type,
+                refs.c.target_id == compartment_id,
+                self.compiler.local(refs),
+            )
         )
         focus = and_(res.c.resource_type == compartment_type, res.c.id == compartment_id)
+        if not types:
+            return and_(res.c.resource_type.in_(searched), or_(linked, focus))
         return or_(linked, focus) if compartment_type in types else linked
 
     # -- running ----------------------------------------------------------------------------------------
@@ -113,25 +146,36 @@ class SearchEngine:
     ) -> SearchResult:
         res = resource
         conditions = self.where(request, res, compartment=compartment)
-        warnings = list(request.issues)
         count = self.default_count if request.count is None else request.count
-        result = SearchResult([], warnings=warnings)
+        result = SearchResult([], warnings=list(request.issues))
         if request.summary == "count" or count == 0 or request.total in ("accurate", "estimate"):
             result.total = await self._total(conditions, estimate=request.total == "estimate")
         if request.summary == "count" or count == 0:
             return result
         keys = self._sort_keys(request, res)
-        token = decode_token(request.page_token, len(keys) - 1) if request.page_token else None
+        token = decode_token(request.page_token, [k.kind for k in keys]) if request.page_token else None
         forward = token is None or token.forward
-        labelled = [expression.label(f"k{i}") for i, (expression, _) in enumerate(keys)]
-        inner = select(
-            res.c.rid, res.c.resource_type, res.c.id, res.c.version_id, res.c.last_updated, res.c.content, *labelled
-        ).where(*conditions).subquery()
-        outer_keys = [(inner.c[f"k{i}"], descending) for i, (_, descending) in enumerate(keys)]
+        labelled = [key.expression.label(f"k{i}") for i, key in enumerate(keys)]
+        inner = (
+            select(
+                res.c.rid,
+                res.c.resource_type,
+                res.c.id,
+                res.c.version_id,
+                res.c.last_updated,
+                res.c.content,
+                *labelled,
+            )
+            .where(*conditions)
+            .subquery()
+        )
+        outer_keys = [(inner.c[f"k{i}"], key.descending) for i, key in enumerate(keys)]
         query = select(inner)
         if token is not None:
             query = query.where(beyond(outer_keys, token.values, forward=token.forward))
-        query = query.order_by(*(_order(expression, descending, forward) for expression, descending in outer_keys))
+        query = query.order_by(
+            *(_order(expression, descending, forward) for expression, descending in outer_keys)
+        )
         rows = list((await self.conn.execute(query.limit(count + 1))).all())
         more = len(rows) > count
         rows = rows[:count]
@@ -139,13 +183,15 @@ class SearchEngine:
             rows.reverse()
         result.matches = [_stored(row) for row in rows]
         if rows:
-            first, last = rows[0], rows[-1]
-            anchor_of = lambda row: tuple(row._mapping[f"k{i}"] for i in range(len(keys)))  # noqa: E731
-            if (forward and more) or (not forward):
-                result.next_token = encode_token(PageToken(True, anchor_of(last)))
+
+            def anchor_of(row: Any) -> tuple[Any, ...]:
+                return tuple(row._mapping[f"k{i}"] for i in range(len(keys)))
+
+            if more or not forward:
+                result.next_token = encode_token(PageToken(True, anchor_of(rows[-1])))
             if (not forward and more) or (forward and token is not None):
-                result.previous_token = encode_token(PageToken(False, anchor_of(first)))
-        if result.total is None and token is None and not more:
+                result.previous_token = encode_token(PageToken(False, anchor_of(rows[0])))
+        if result.total is None and token is None and not more and request.total != "none":
             result.total = len(rows)  # every match is on this first page: the total is free
         if request.include or request.revinclude:
             result.included = await self._includes(request, result.matches)
@@ -160,39 +206,52 @@ class SearchEngine:
         query = select(func.count()).select_from(resource).where(*conditions)
         if not estimate:
             return int((await self.conn.execute(query)).scalar_one())
-        compiled = query.compile(self.conn.sync_engine, compile_kwargs={"literal_binds": True})
-        plan = (await self.conn.execute(text(f"EXPLAIN (FORMAT JSON) {compiled}"))).scalar_one()
+        # search.html#total "estimate": the planner's row estimate, from EXPLAIN of the same query with
+        # the same bound parameters (never rendered into the SQL text).
+        compiled = query.compile(dialect=self.conn.dialect, compile_kwargs={"render_postcompile": True})
+        params = [compiled.params[name] for name in compiled.positiontup or ()]
+        raw = await self.conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        plan: Any = await driver.fetchval(f"EXPLAIN (FORMAT JSON) {compiled.string}", *params)
         plan = orjson.loads(plan) if isinstance(plan, str | bytes) else plan
-        return int(plan[0]["Plan"].get("Plans", [plan[0]["Plan"]])[0]["Plan Rows"])
+        top = plan[0]["Plan"]
+        return max(0, int(top.get("Plans", [top])[0]["Plan Rows"]))
 
-    def _sort_keys(self, request: SearchRequest, res: FromClause) -> list[tuple[Any, bool]]:
-        keys: list[tuple[Any, bool]] = []
-        for key in request.sort:
-            keys.append((self._sort_expression(request, key.code, key.descending, res), key.descending))
-        keys.append((res.c.rid, False))
+    def _sort_keys(self, request: SearchRequest, res: FromClause) -> list[_SortKey]:
+        keys = [
+            self._sort_key(request, key.code, key.descending, res)
+            for key in request.sort
+            if key.code != "_score"
+        ]
+        keys.append(_SortKey(res.c.rid, False, "int"))
         return keys
 
-    def _sort_expression(self, request: SearchRequest, code: str, descending: bool, res: FromClause) -> Any:
+    def _sort_key(self, request: SearchRequest, code: str, descending: bool, res: FromClause) -> _SortKey:
         if code == "_id":
-            return res.c.id
+            return _SortKey(res.c.id, descending, "text")
         if code == "_lastUpdated":
-            return res.c.last_updated
+            return _SortKey(res.c.last_updated, descending, "datetime")
         types = [request.resource_type] if request.resource_type else list(request.types)
+        types = types or list(self.registry.resource_types)
         params = [p for t in types if (p := self.registry.param(t, code)) is not None]
         if not params or params[0].type not in _SORT_COLUMNS:
             raise bad_request(f"Cannot sort by '{code}'", code="not-supported")
+        ascending_column, descending_column, kind = _SORT_COLUMNS[params[0].type]
         table = INDEX_TABLES[params[0].type].alias()
-        column = table.c[_SORT_COLUMNS[params[0].type][1 if descending else 0]]
+        column = table.c[descending_column if descending else ascending_column]
         aggregate = func.max(column) if descending else func.min(column)
-        return (
-            select(aggregate)
-            .where(table.c.rid == res.c.rid, table.c.param.in_([param_hash(t, code) for t in types]))
-            .scalar_subquery()
+        hashes = [param_hash(t, code) for t in types if self.registry.param(t, code) is not None]
+        expression = (
+            select(aggregate).where(table.c.rid == res.c.rid, table.c.param.in_(hashes)).scalar_subquery()
         )
+        return _SortKey(expression, descending, kind)
 
     # -- _include / _revinclude ---------------------------------------------------------------------------
 
     async def _includes(self, request: SearchRequest, matches: list[StoredVersion]) -> list[StoredVersion]:
+        """search.html#include: round 0 applies every _include/_revinclude to the matches; later rounds
+        apply the `:iterate` ones to what the previous round added."""
         seen = {(m.resource_type, m.id) for m in matches}
         included: list[StoredVersion] = []
         frontier = matches
@@ -217,29 +276,37 @@ class SearchEngine:
 
     def _reference_hashes(self, include: Include, source_types: set[str]) -> list[int]:
         hashes = []
-        for source_type in source_types:
+        for source_type in sorted(source_types):
             if include.source_type not in ("*", source_type):
                 continue
             if include.param == "*":
-                hashes += [param_hash(source_type, p.code) for p in self.registry.params_for(source_type).values()
-                           if p.type == "reference"]
-            else:
+                hashes += [
+                    param_hash(source_type, p.code)
+                    for p in self.registry.params_for(source_type).values()
+                    if p.type == "reference"
+                ]
+            elif self.registry.param(source_type, include.param) is not None:
                 hashes.append(param_hash(source_type, include.param))
         return hashes
 
     async def _include(self, include: Include, sources: list[StoredVersion]) -> list[StoredVersion]:
         hashes = self._reference_hashes(include, {s.resource_type for s in sources})
-        if not hashes:
+        if not hashes or not sources:
             return []
         refs = INDEX_TABLES["reference"].alias()
         targets = select(refs.c.target_type, refs.c.target_id).where(
-            refs.c.rid.in_([s.rid for s in sources]), refs.c.param.in_(hashes), refs.c.target_id.is_not(None)
+            refs.c.rid.in_([s.rid for s in sources]),
+            refs.c.param.in_(hashes),
+            refs.c.target_id.is_not(None),
+            self.compiler.local(refs),
         )
         if include.target_type:
             targets = targets.where(refs.c.target_type == include.target_type)
-        query = _resource_columns().where(
-            tuple_(resource.c.resource_type, resource.c.id).in_(targets.subquery().select()), ~resource.c.deleted
-        ).limit(MAX_INCLUDED)
+        query = (
+            _resource_columns()
+            .where(tuple_(resource.c.resource_type, resource.c.id).in_(targets), ~resource.c.deleted)
+            .limit(MAX_INCLUDED)
+        )
         return [_stored(row) for row in await self.conn.execute(query)]
 
     async def _revinclude(self, include: Include, targets: list[StoredVersion]) -> list[StoredVersion]:
@@ -252,15 +319,25 @@ class SearchEngine:
         refs = INDEX_TABLES["reference"].alias()
         pairs = [(t.resource_type, t.id) for t in targets]
         sources = select(refs.c.rid).where(
-            refs.c.param.in_(hashes), tuple_(refs.c.target_type, refs.c.target_id).in_(pairs)
+            refs.c.param.in_(hashes),
+            tuple_(refs.c.target_type, refs.c.target_id).in_(pairs),
+            self.compiler.local(refs),
         )
-        query = _resource_columns().where(resource.c.rid.in_(sources), ~resource.c.deleted).limit(MAX_INCLUDED)
+        if include.target_type:
+            sources = sources.where(refs.c.target_type == include.target_type)
+        query = (
+            _resource_columns().where(resource.c.rid.in_(sources), ~resource.c.deleted).limit(MAX_INCLUDED)
+        )
         return [_stored(row) for row in await self.conn.execute(query)]
 
 
 def _resource_columns() -> Any:
     return select(
-        resource.c.rid, resource.c.resource_type, resource.c.id, resource.c.version_id, resource.c.last_updated,
+        resource.c.rid,
+        resource.c.resource_type,
+        resource.c.id,
+        resource.c.version_id,
+        resource.c.last_updated,
         resource.c.content,
     )
 
@@ -270,5 +347,3 @@ def _order(expression: Any, descending: bool, forward: bool) -> Any:
     ascending = descending != forward
     ordered = expression.asc() if ascending else expression.desc()
     return ordered.nulls_last() if forward else ordered.nulls_first()
-
-

@@ -2,21 +2,27 @@
 other clients between page requests cause neither duplicates nor gaps among unchanged resources.
 
 Sort keys sort NULLS LAST in both directions; the row id breaks ties. A page token records the direction
-and the anchor row's key values.
+and the anchor row's key values. Tokens come back from clients, so decoding checks every value against the
+kind of its key: a forged or foreign token is a 400, never a database error.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from typing import Any
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, and_, false, or_
 
 from pms.core.errors import bad_request
+
+KeyKind = Literal["text", "datetime", "decimal", "int"]
+MAX_TOKEN_LENGTH = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +39,24 @@ def _encode_value(value: Any) -> Any:
     return value
 
 
-def _decode_value(value: Any) -> Any:
-    if isinstance(value, dict) and "t" in value:
-        return datetime.fromisoformat(value["t"])
-    if isinstance(value, dict) and "n" in value:
-        return Decimal(value["n"])
-    return value
+def _decode_value(value: Any, kind: KeyKind) -> Any:
+    if value is None:
+        return None
+    if kind == "datetime" and isinstance(value, dict) and isinstance(value.get("t"), str):
+        moment = datetime.fromisoformat(value["t"])
+        if moment.tzinfo is None:
+            raise ValueError("naive datetime")
+        return moment
+    if kind == "decimal" and isinstance(value, dict) and isinstance(value.get("n"), str):
+        number = Decimal(value["n"])
+        if not number.is_finite() and not number.is_infinite():
+            raise ValueError("NaN")
+        return number
+    if kind == "text" and isinstance(value, str):
+        return value
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return value
+    raise ValueError(f"not a {kind}")
 
 
 def encode_token(token: PageToken) -> str:
@@ -46,13 +64,21 @@ def encode_token(token: PageToken) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
 
 
-def decode_token(text: str, key_count: int) -> PageToken:
+def decode_token(text: str, kinds: Sequence[KeyKind]) -> PageToken:
+    """The token of a search whose sort keys (the row id last) are of these kinds."""
     try:
+        if len(text) > MAX_TOKEN_LENGTH:
+            raise ValueError("too long")
         forward, values = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        decoded = tuple(_decode_value(v) for v in values)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, binascii.Error, RecursionError) as exc:
         raise bad_request("Invalid paging token (_page)", code="value") from exc
-    if not isinstance(forward, bool) or len(decoded) != key_count + 1 or not isinstance(decoded[-1], int):
+    if not isinstance(forward, bool) or not isinstance(values, list) or len(values) != len(kinds):
+        raise bad_request("The paging token does not belong to this search", code="value")
+    try:
+        decoded = tuple(_decode_value(v, k) for v, k in zip(values, kinds, strict=True))
+    except (ValueError, TypeError, InvalidOperation) as exc:
+        raise bad_request("The paging token does not belong to this search", code="value") from exc
+    if decoded[-1] is None:
         raise bad_request("The paging token does not belong to this search", code="value")
     return PageToken(forward, decoded)
 
