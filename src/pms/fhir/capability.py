@@ -22,15 +22,21 @@ TYPE_INTERACTIONS = (
 )
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 # The common parameters every type supports (search.html#all).
-COMMON_SEARCH_PARAMETERS: tuple[tuple[str, str, str], ...] = (
-    ("_id", "token", "Logical id of the resource"),
-    ("_lastUpdated", "date", "When the resource version last changed"),
+COMMON_SEARCH_PARAMETERS: tuple[tuple[str, str, str, str], ...] = (
+    ("_id", "token", "Logical id of the resource", "http://hl7.org/fhir/SearchParameter/Resource-id"),
+    (
+        "_lastUpdated",
+        "date",
+        "When the resource version last changed",
+        "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+    ),
 )
 
-SearchParameterSource = Callable[[str], list[tuple[str, str, str]]]
+# (name, type, documentation, definition canonical) of each parameter a type supports.
+SearchParameterSource = Callable[[str], list[tuple[str, str, str, str]]]
 
 
-def _no_extra_parameters(_: str) -> list[tuple[str, str, str]]:
+def _no_extra_parameters(_: str) -> list[tuple[str, str, str, str]]:
     return []
 
 
@@ -54,7 +60,8 @@ def capability_statement(
                 "conditionalDelete": "multiple",
                 "referencePolicy": ["literal", "logical"],
                 "searchParam": [
-                    {"name": name, "type": kind, "documentation": doc} for name, kind, doc in params
+                    {"name": name, "definition": url, "type": kind, "documentation": doc}
+                    for name, kind, doc, url in params
                 ],
             }
         )

@@ -71,6 +71,7 @@ class SearchParam:
     multiple_or: bool = True
     multiple_and: bool = True
     custom: bool = False
+    description: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ class _Definition:
     multiple_or: bool
     multiple_and: bool
     custom: bool
+    description: str
 
 
 _EMPTY: Mapping[str, SearchParam] = MappingProxyType({})
@@ -225,6 +227,7 @@ def _definition(resource: Mapping[str, Any], *, custom: bool) -> _Definition:
         multiple_or=resource.get("multipleOr", True) is not False,
         multiple_and=resource.get("multipleAnd", True) is not False,
         custom=custom,
+        description=str(resource.get("description") or ""),
     )
 
 
@@ -242,6 +245,7 @@ def _replace_bases(d: _Definition, bases: tuple[str, ...]) -> _Definition:
         d.multiple_or,
         d.multiple_and,
         d.custom,
+        d.description,
     )
 
 
@@ -285,6 +289,7 @@ def _bind(d: _Definition, base: str, by_url: Mapping[str, _Definition]) -> Searc
         multiple_or=d.multiple_or,
         multiple_and=d.multiple_and,
         custom=d.custom,
+        description=d.description,
     )
 
 

@@ -133,7 +133,7 @@ async def metadata(request: Request) -> Response:
         base=fhir_base(request),
         software_version=request.app.version,
         search_parameters=lambda type_name: [
-            (p.code, p.type, p.url)
+            (p.code, p.type, p.description or p.code, p.url)
             for p in registry.params_for(type_name).values()
             if p.code not in ("_id", "_lastUpdated")
         ],
