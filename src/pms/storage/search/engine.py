@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import FromClause
 
 from pms.core.errors import Issue, bad_request
+from pms.fhir.definitions import is_valid_id
 from pms.fhir.search.model import Include, SearchRequest
 from pms.fhir.searchparams import Registry
 from pms.storage.index_tables import INDEX_TABLES, param_hash
@@ -117,6 +118,8 @@ class SearchEngine:
         """`Patient/123/Observation` (search.html#compartment): linked to the compartment's focus by one of
         the compartment definition's parameters; `Patient/123/*` searches every member type."""
         compartment_type, compartment_id = compartment
+        if not is_valid_id(compartment_id):
+            raise bad_request(f"'{compartment_id[:80]}' is not a valid {compartment_type} id", code="value")
         members = self.registry.compartment_members(compartment_type)
         searched = types or list(members)
         refs = INDEX_TABLES["reference"].alias()
