@@ -16,7 +16,8 @@ ready for typed index tables:
 - number: `NumberValue(value, low, high)`: the implicit precision range [low, high) (1.5 -> [1.45, 1.55)).
 - quantity: `QuantityValue(value, low, high, system, code, unit)`: likewise; a Range gives value None and its
   low/high (an open side is -Infinity/Infinity); Money gives code = currency.
-- reference: `ReferenceValue(kind, target_type, target_id, version, url)`.
+- reference: `ReferenceValue(kind, target_type, target_id, version, url)`; a `Reference.identifier` also
+  gives a `TokenValue` under the pseudo-code `identifier_code(code)` ("subject:identifier") for `:identifier`.
 - uri: `UriValue(uri)`.
 - composite: `CompositeValue(components)`: one per combination of component values found on the same item.
 - special (`near`, `_text`, `_content`, `_query`): not extracted.
@@ -410,12 +411,23 @@ def reference_value(code: str, ref: str, root: Mapping[str, Any]) -> ReferenceVa
     return ReferenceValue(code, "relative", parsed[0], parsed[1], parsed[2], None)
 
 
+def identifier_code(code: str) -> str:
+    """The pseudo-parameter under which a reference parameter's `Reference.identifier` values are indexed
+    as tokens, for the `:identifier` modifier (search.html#reference). `:` cannot occur in a real code."""
+    return f"{code}:identifier"
+
+
 def _reference(code: str, value: Any, root: Mapping[str, Any]) -> list[IndexValue]:
+    out: list[IndexValue] = []
     ref = value.get("reference")
-    if not isinstance(ref, str) or not ref:
-        return []  # a logical (identifier-only) or display-only reference is not indexed as a reference
-    found = reference_value(code, ref, root)
-    return [found] if found else []
+    if isinstance(ref, str) and ref:
+        found = reference_value(code, ref, root)
+        if found:
+            out.append(found)
+    identifier = value.get("identifier")
+    if isinstance(identifier, dict):  # a logical reference: searchable with `:identifier` only
+        out.extend(_token_identifier(identifier_code(code), identifier, root))
+    return out
 
 
 def _reference_canonical(code: str, value: Any, _root: Mapping[str, Any]) -> list[IndexValue]:
@@ -691,8 +703,9 @@ def _columns(
 
 
 def _component_values(values: list[IndexValue]) -> list[IndexValue]:
-    # A text-only token row (CodeableConcept.text) serves :text, which composites do not support.
-    return [v for v in values if not (isinstance(v, TokenValue) and v.code is None)]
+    # A text-only token row (CodeableConcept.text) serves :text, which composites do not support; nor do
+    # they support :identifier (a reference's identifier tokens).
+    return [v for v in values if not (isinstance(v, TokenValue) and (v.code is None or ":" in v.param))]
 
 
 def _fhirpathpy_component(
