@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import FromClause
 
 from pms.core.errors import bad_request, not_supported
-from pms.fhir.extract import normalize_string
+from pms.fhir.extract import identifier_code, normalize_string
 from pms.fhir.search.model import (
     CompositeValue,
     Criterion,
@@ -51,6 +51,7 @@ from pms.fhir.search.model import (
 )
 from pms.fhir.searchparams import Registry
 from pms.storage.index_tables import INDEX_TABLES, component_code, param_hash
+from pms.storage.search.terminology import TERMINOLOGY_MODIFIERS, CodeSet, TerminologyKey, terminology_key
 from pms.storage.tables import resource
 
 ANY_TYPE = "Resource"
@@ -209,6 +210,21 @@ def _quantity_test(table: FromClause, value: QuantityValue) -> ColumnElement[boo
     return and_(*tests)
 
 
+def _code_set_test(table: FromClause, code_set: CodeSet) -> ColumnElement[bool]:
+    by_system: dict[str | None, list[str]] = {}
+    for system, code in sorted(code_set.codes, key=lambda pair: (pair[0] or "", pair[1])):
+        by_system.setdefault(system, []).append(code)
+    tests: list[ColumnElement[bool]] = [
+        and_(
+            table.c.system.is_(None) if system is None else table.c.system == system, table.c.code.in_(codes)
+        )
+        for system, codes in by_system.items()
+    ]
+    if code_set.systems:
+        tests.append(and_(table.c.system.in_(sorted(code_set.systems)), table.c.code.is_not(None)))
+    return or_(*tests) if tests else false()
+
+
 def _uri_test(table: FromClause, value: UriValue, modifier: str | None) -> ColumnElement[bool]:
     """search.html#uri: exact match; `:below` starts with the value; `:above`: the value starts with it."""
     if modifier == "below":
@@ -223,6 +239,8 @@ class Compiler:
     def __init__(self, context: SearchContext) -> None:
         self.context = context
         self.registry = context.registry
+        # Code sets of the :in/:not-in/:above/:below values, resolved by the engine before compiling.
+        self.code_sets: dict[TerminologyKey, CodeSet] = {}
 
     # -- entry points -----------------------------------------------------------------------------------
 
@@ -240,6 +258,11 @@ class Compiler:
             return res.c.rid.in_(self._composite_rids(resource_type, criterion))
         if criterion.modifier == "not":
             return not_(res.c.rid.in_(self._value_rids(resource_type, criterion)))
+        if criterion.type == "token" and criterion.modifier in TERMINOLOGY_MODIFIERS:
+            rids = self._code_set_rids(resource_type, criterion)
+            return not_(res.c.rid.in_(rids)) if criterion.modifier == "not-in" else res.c.rid.in_(rids)
+        if criterion.type == "reference" and criterion.modifier == "identifier":
+            return res.c.rid.in_(self._identifier_rids(resource_type, criterion))
         if criterion.modifier in ("above", "below", "in", "not-in") and criterion.type != "uri":
             raise not_supported(
                 f"The :{criterion.modifier} modifier on {criterion.type} parameters is not supported "
@@ -328,6 +351,30 @@ class Compiler:
         tests = [self._value_test(table, criterion, value) for value in criterion.values]
         return select(table.c.rid).where(
             self._param(table, resource_type, criterion.code), or_(*tests) if tests else false()
+        )
+
+    def _code_set_rids(self, resource_type: str, criterion: Criterion) -> Select[Any]:
+        """search.html#token `:in`/`:not-in` (a value set) and `:below`/`:above` (subsumption): codings in
+        the code set. `:not-in`, like `:not`, then selects the resources with no coding in it."""
+        assert criterion.modifier is not None
+        table = INDEX_TABLES["token"].alias()
+        tests = []
+        for value in criterion.values:
+            code_set = self.code_sets.get(terminology_key(criterion.modifier, value))
+            if code_set is None:
+                raise not_supported(f"The :{criterion.modifier} value could not be resolved")
+            tests.append(_code_set_test(table, code_set))
+        return select(table.c.rid).where(
+            self._param(table, resource_type, criterion.code), or_(*tests) if tests else false()
+        )
+
+    def _identifier_rids(self, resource_type: str, criterion: Criterion) -> Select[Any]:
+        """search.html#reference `:identifier`: the references' `Reference.identifier`, as tokens."""
+        table = INDEX_TABLES["token"].alias()
+        tests = [_token_test(table, value, None) for value in criterion.values]
+        return select(table.c.rid).where(
+            self._param(table, resource_type, identifier_code(criterion.code)),
+            or_(*tests) if tests else false(),
         )
 
     def _value_test(self, table: FromClause, criterion: Criterion, value: SearchValue) -> ColumnElement[bool]:

@@ -18,6 +18,7 @@ from pms.storage.index_tables import INDEX_TABLES, param_hash
 from pms.storage.records import StoredVersion
 from pms.storage.search.compile import ANY_TYPE, Compiler, SearchContext
 from pms.storage.search.paging import KeyKind, PageToken, beyond, decode_token, encode_token
+from pms.storage.search.terminology import Terminology, terminology_keys
 from pms.storage.tables import resource
 
 MAX_INCLUDE_ROUNDS = 3
@@ -144,9 +145,22 @@ class SearchEngine:
 
     # -- running ----------------------------------------------------------------------------------------
 
+    async def _prepare(self, request: SearchRequest) -> None:
+        """What compiling needs from the database: the code sets of terminology modifiers."""
+        if request.contained not in (None, "false"):
+            raise bad_request(
+                f"_contained={request.contained}: searching contained resources is not supported",
+                code="not-supported",
+            )
+        keys = terminology_keys(request)
+        missing = keys - self.compiler.code_sets.keys()
+        if missing:
+            self.compiler.code_sets.update(await Terminology(self.conn).resolve(missing))
+
     async def search(
         self, request: SearchRequest, *, compartment: tuple[str, str] | None = None
     ) -> SearchResult:
+        await self._prepare(request)
         res = resource
         conditions = self.where(request, res, compartment=compartment)
         count = self.default_count if request.count is None else request.count
@@ -201,6 +215,7 @@ class SearchEngine:
         return result
 
     async def match_ids(self, request: SearchRequest, *, limit: int) -> list[str]:
+        await self._prepare(request)
         conditions = self.where(request, resource)
         rows = await self.conn.execute(select(resource.c.id).where(*conditions).limit(limit))
         return [row.id for row in rows]
