@@ -1175,6 +1175,16 @@ class TestHandling:
         assert status == 400, (name, value)
         assert name.split(":")[0] in message, message
 
+    async def test_contained_search_is_refused_not_ignored(
+        self, client: httpx.AsyncClient, fx: Fixture
+    ) -> None:
+        # search.html#contained: ignoring _contained=true would return containers instead of contained ones.
+        for value in ("true", "both"):
+            status, message = await error_of(client, "/Patient", ("_contained", value))
+            assert status == 400 and "_contained" in message
+        bundle = await fx.bundle(client, "/Patient", ("_contained", "false"))
+        assert fx.matches(bundle) == ["Patient/p"]
+
     async def test_unsupported_token_modifier_is_reported(self, client: httpx.AsyncClient) -> None:
         status, message = await error_of(client, "/Condition", ("code:below", "http://snomed.info/sct|123"))
         assert status == 400 and "below" in message

@@ -299,6 +299,144 @@ class TestTokenOnOtherTypes:
         assert await fx.labels(client, "Patient", ("identifier:text", "medical record")) == {"a"}
 
 
+class TestTokenTerminologyModifiers:
+    """`:in` / `:not-in` (value sets) and `:below` / `:above` (subsumption) from stored ValueSets and
+    CodeSystems (search.html#token)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    async def fx(cls, server_url: str) -> Fixture:
+        fx = Fixture()
+        cs = code_system_url(fx)
+
+        def concept(code: str, *children: dict[str, Any]) -> dict[str, Any]:
+            return {"code": code, **({"concept": list(children)} if children else {})}
+
+        def value_set(label: str, **body: Any) -> dict[str, Any]:
+            return fx.resource("ValueSet", label, url=f"{cs}/{label}", status="active", **body)
+
+        await fx.store(
+            server_url,
+            [
+                fx.resource(
+                    "CodeSystem",
+                    "cs",
+                    url=cs,
+                    status="active",
+                    content="complete",
+                    concept=[concept("A", concept("A1", concept("A1a")), concept("A2")), concept("B")],
+                ),
+                value_set(
+                    "enum",
+                    version="1.0",
+                    compose={"include": [{"system": cs, "concept": [{"code": "A1"}, {"code": "B"}]}]},
+                ),
+                value_set(
+                    "import",
+                    compose={
+                        "include": [{"valueSet": [f"{cs}/enum"]}],
+                        "exclude": [{"system": cs, "concept": [{"code": "B"}]}],
+                    },
+                ),
+                value_set(
+                    "expansion",
+                    expansion={
+                        "timestamp": "2020-01-01",
+                        "contains": [
+                            {"system": cs, "code": "A2"},
+                            {"abstract": True, "contains": [{"system": cs, "code": "A1a"}]},
+                        ],
+                    },
+                ),
+                value_set("whole", compose={"include": [{"system": SNOMED}]}),
+                value_set(
+                    "filter",
+                    compose={
+                        "include": [
+                            {"system": cs, "filter": [{"property": "concept", "op": "is-a", "value": "A"}]}
+                        ]
+                    },
+                ),
+                *(
+                    observation(
+                        fx,
+                        f"o{code}",
+                        code={"coding": [{"system": cs, "code": code}]},
+                        subject={"reference": f"Patient/{fx.id('p' + code)}"},
+                    )
+                    for code in ("A", "A1", "A1a", "A2", "B")
+                ),
+                observation(fx, "sn", code={"coding": [{"system": SNOMED, "code": "123"}]}),
+                observation(fx, "text-only", code={"text": "nothing coded"}),
+                fx.resource("Patient", "pA1"),
+                fx.resource("Patient", "pB"),
+            ],
+        )
+        return fx
+
+    async def test_in_enumerated_value_set(self, client: httpx.AsyncClient, fx: Fixture) -> None:
+        cs = code_system_url(fx)
+        assert await fx.labels(client, "Observation", ("code:in", f"{cs}/enum")) == {"oA1", "oB"}
+        assert await fx.labels(client, "Observation", ("code:in", f"{cs}/enum|1.0")) == {"oA1", "oB"}
+        assert await fx.labels(client, "Observation", ("code:in", f"ValueSet/{fx.id('enum')}")) == {
+            "oA1",
+            "oB",
+        }
+
+    async def test_in_with_imports_exclusions_expansions_whole_systems(
+        self, client: httpx.AsyncClient, fx: Fixture
+    ) -> None:
+        cs = code_system_url(fx)
+        assert await fx.labels(client, "Observation", ("code:in", f"{cs}/import")) == {"oA1"}
+        assert await fx.labels(client, "Observation", ("code:in", f"{cs}/expansion")) == {"oA2", "oA1a"}
+        assert await fx.labels(client, "Observation", ("code:in", f"{cs}/whole")) == {"sn"}
+        assert await fx.labels(client, "Observation", ("code:in", f"{cs}/enum,{cs}/whole")) == {
+            "oA1",
+            "oB",
+            "sn",
+        }
+
+    async def test_not_in(self, client: httpx.AsyncClient, fx: Fixture) -> None:
+        cs = code_system_url(fx)
+        found = await fx.labels(client, "Observation", ("code:not-in", f"{cs}/enum"))
+        assert found == {"oA", "oA1a", "oA2", "sn", "text-only"}
+
+    async def test_below_and_above(self, client: httpx.AsyncClient, fx: Fixture) -> None:
+        cs = code_system_url(fx)
+        assert await fx.labels(client, "Observation", ("code:below", f"{cs}|A1")) == {"oA1", "oA1a"}
+        assert await fx.labels(client, "Observation", ("code:below", f"{cs}|A")) == {
+            "oA",
+            "oA1",
+            "oA1a",
+            "oA2",
+        }
+        assert await fx.labels(client, "Observation", ("code:above", f"{cs}|A1a")) == {"oA1a", "oA1", "oA"}
+        assert await fx.labels(client, "Observation", ("code:above", f"{cs}|B")) == {"oB"}
+
+    async def test_in_inside_a_reverse_chain(self, client: httpx.AsyncClient, fx: Fixture) -> None:
+        cs = code_system_url(fx)
+        found = await fx.labels(client, "Patient", ("_has:Observation:subject:code:in", f"{cs}/enum"))
+        assert found == {"pA1", "pB"}
+
+    async def test_what_cannot_be_evaluated_is_400(self, client: httpx.AsyncClient, fx: Fixture) -> None:
+        cs = code_system_url(fx)
+        for name, value in (
+            ("code:in", f"{cs}/filter"),
+            ("code:in", f"{cs}/nothing"),
+            ("code:in", f"{cs}/enum|2.0"),
+            ("code:below", f"{cs}|ZZ"),
+            ("code:below", "A1"),
+            ("code:above", "http://unknown.org|x"),
+        ):
+            status, body = await status_of(client, "/Observation", (name, value))
+            assert status == 400, (name, value)
+            assert body["resourceType"] == "OperationOutcome"
+
+
+def code_system_url(fx: Fixture) -> str:
+    return f"http://example.org/{fx.run}/cs"
+
+
 # --- date (search.html#date, #prefix) -------------------------------------------------------------------
 
 
@@ -708,6 +846,12 @@ class TestReference:
     async def test_or(self, client: httpx.AsyncClient, fx: Fixture) -> None:
         value = f"Patient/{fx.id('p2')},Group/{fx.id('g1')}"
         assert await self.subject(client, fx, "subject", value) == {"p2", "versioned", "group"}
+
+    async def test_identifier_modifier(self, client: httpx.AsyncClient, fx: Fixture) -> None:
+        # search.html#reference :identifier: matches Reference.identifier (a logical reference).
+        assert await self.subject(client, fx, "subject:identifier", "urn:mrn|7") == {"logical"}
+        assert await self.subject(client, fx, "subject:identifier", "7") == {"logical"}
+        assert await self.subject(client, fx, "subject:identifier", "urn:other|7") == set()
 
     async def test_wrong_type_modifier_is_400(self, client: httpx.AsyncClient) -> None:
         status, body = await status_of(client, "/Observation", ("encounter:Patient", "x"))
