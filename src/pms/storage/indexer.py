@@ -113,8 +113,17 @@ class IndexBuffer:
         """One SQL statement (and its arguments) that applies the whole buffer."""
         if not self:
             return None
-        parts: list[str] = []
         args: list[Any] = []
+        parts = self.cte_parts(args)
+        return "WITH " + ", ".join(parts) + " SELECT 1", args
+
+    def cte_parts(self, args: list[Any], *, new_rows: list[tuple[str, str]] | None = None) -> list[str]:
+        """Data-modifying CTEs for the buffer, appending their arguments to `args`.
+
+        With `new_rows`, the rows' first element is an index into it, a (type, id) of a resource that the
+        same statement inserts in a CTE named `new_res`, whose rid the rows take.
+        """
+        parts: list[str] = []
         if self.cleared:
             args.append(self.cleared)
             slot = len(args)
@@ -123,16 +132,28 @@ class IndexBuffer:
             )
         for table, rows in self.rows.items():
             names, types = COLUMNS[table]
-            all_types = ("bigint[]", "bigint[]", "smallint[]", *types)
-            placeholders = []
-            for column_index, pg_type in enumerate(all_types):
-                args.append([row[column_index] for row in rows])
-                placeholders.append(f"${len(args)}::{pg_type}")
-            parts.append(
-                f"i_{table} AS (INSERT INTO {table} (rid, param, grp, {', '.join(names)}) "
-                f"SELECT * FROM unnest({', '.join(placeholders)}))"
-            )
-        return "WITH " + ", ".join(parts) + " SELECT 1", args
+
+            def column(index: int, pg_type: str) -> str:
+                args.append([row[index] for row in rows])  # noqa: B023 - used immediately
+                return f"${len(args)}::{pg_type}"
+
+            values = [column(i + 1, t) for i, t in enumerate(("bigint[]", "smallint[]", *types))]
+            columns = f"rid, param, grp, {', '.join(names)}"
+            if new_rows is None:
+                rid = column(0, "bigint[]")
+                source = f"SELECT * FROM unnest({rid}, {', '.join(values)})"
+            else:
+                args.append([new_rows[row[0]][0] for row in rows])
+                types_slot = len(args)
+                args.append([new_rows[row[0]][1] for row in rows])
+                aliases = ", ".join(f"c{i}" for i in range(len(values)))
+                source = (
+                    f"SELECT n.rid, {aliases} FROM unnest(${types_slot}::text[], ${types_slot + 1}::text[], "
+                    f"{', '.join(values)}) AS u(t, i, {aliases}) "
+                    "JOIN new_res n ON n.resource_type = u.t AND n.id = u.i"
+                )
+            parts.append(f"i_{table} AS (INSERT INTO {table} ({columns}) {source})")
+        return parts
 
     def clear(self) -> None:
         self.rows.clear()
@@ -150,8 +171,7 @@ class Indexer:
     def index(self, rid: int, resource: dict[str, Any], *, replace: bool) -> None:
         if replace:
             self.unindex(rid)
-        extractor = extractor_for(resource["resourceType"], self.registry)
-        self.buffer.add(rid, resource["resourceType"], extractor.extract(resource))
+        self.buffer.add(rid, resource["resourceType"], self.values(resource))
 
     def unindex(self, rid: int) -> None:
         """Drop the resource's rows: those stored, and any still buffered from an earlier write."""
@@ -160,13 +180,13 @@ class Indexer:
             for rows in self.buffer.rows.values():
                 rows[:] = [row for row in rows if row[0] != rid]
 
+    def values(self, resource: dict[str, Any]) -> list[IndexValue]:
+        return extractor_for(resource["resourceType"], self.registry).extract(resource)
+
     async def flush(self, conn: AsyncConnection) -> None:
         statement = self.buffer.statement()
         if statement is None:
             return
         sql, args = statement
-        raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        await driver.execute(sql, *args)
+        await conn.exec_driver_sql(sql, tuple(args))
         self.buffer.clear()

@@ -9,12 +9,14 @@ from typing import Any
 
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pms.core.errors import gone, not_found, precondition_failed
+from pms.core.errors import conflict, gone, not_found, precondition_failed
 from pms.fhir import jsonio
 from pms.fhir.resource import Validator, check_id, stamp, validate
 from pms.storage.indexer import Indexer
+from pms.storage.pending import PendingCreates
 from pms.storage.records import StoredVersion
 from pms.storage.tables import resource, resource_version
 
@@ -49,14 +51,24 @@ class FhirRepository:
         self.validator = validator
         self.indexer = indexer
         self.clock = clock
+        self.pending = PendingCreates()
 
     async def flush(self) -> None:
-        """Write buffered search index rows; done before any search and before the unit of work commits."""
+        """Write buffered creates and index rows: before any read of the store, and before the unit of
+        work commits."""
+        if self.pending:
+            sql, args = self.pending.statement()
+            try:
+                await self.conn.exec_driver_sql(sql, tuple(args))
+            except IntegrityError as exc:
+                raise conflict("A resource with one of these ids was created concurrently; retry") from exc
+            self.pending.clear()
         await self.indexer.flush(self.conn)
 
     # -- reads -------------------------------------------------------------------------------------------
 
     async def read(self, resource_type: str, id_: str) -> StoredVersion:
+        await self.flush()
         row = (
             await self.conn.execute(
                 select(*_CURRENT_COLUMNS).where(
@@ -71,6 +83,7 @@ class FhirRepository:
         return StoredVersion(resource_type, id_, row.version_id, row.last_updated, False, row.content)
 
     async def vread(self, resource_type: str, id_: str, version_id: int) -> StoredVersion:
+        await self.flush()
         row = (
             await self.conn.execute(
                 select(
@@ -95,6 +108,7 @@ class FhirRepository:
 
     async def current_version(self, resource_type: str, id_: str) -> StoredVersion | None:
         """The current version (deleted or not) without raising, for conditional logic."""
+        await self.flush()
         row = (
             await self.conn.execute(
                 select(*_CURRENT_COLUMNS).where(
@@ -116,23 +130,9 @@ class FhirRepository:
         now = self.clock()
         stamped = stamp(body, id_=id_, version_id=1, last_updated=now)
         content = jsonio.dumps(stamped)
-        rid = (
-            await self.conn.execute(
-                insert(resource)
-                .values(
-                    resource_type=resource_type,
-                    id=id_,
-                    version_id=1,
-                    last_updated=now,
-                    deleted=False,
-                    content=content.decode(),
-                )
-                .returning(resource.c.rid)
-            )
-        ).scalar_one()
-        await self._record_version(rid, resource_type, id_, 1, now, "POST", content)
-        self.indexer.index(rid, stamped, replace=False)
-        return StoredVersion(resource_type, id_, 1, now, False, content, "POST", rid)
+        # Written with the unit of work's other creates in one statement (see pending.py).
+        self.pending.add(resource_type, id_, now, content.decode(), "POST", self.indexer.values(stamped))
+        return StoredVersion(resource_type, id_, 1, now, False, content, "POST")
 
     async def update(
         self, body: dict[str, Any], *, id_: str, if_match: int | None = None
@@ -143,6 +143,7 @@ class FhirRepository:
         serialise, and If-Match is compared against the locked version, so of two writers holding the
         same version exactly one wins.
         """
+        await self.flush()
         check_id(id_)
         validate(body, self.validator)
         resource_type = body["resourceType"]
@@ -176,6 +177,7 @@ class FhirRepository:
         self, body: dict[str, Any], *, id_: str, expected_version: int, method: str
     ) -> StoredVersion:
         """Write the next version of an existing resource if it is still at `expected_version` (patch)."""
+        await self.flush()
         validate(body, self.validator)
         resource_type = body["resourceType"]
         locked = (
@@ -198,6 +200,7 @@ class FhirRepository:
         self, resource_type: str, id_: str, *, if_match: int | None = None
     ) -> StoredVersion | None:
         """Record a deletion as a new version. Returns None when there was nothing to delete."""
+        await self.flush()
         locked = (
             await self.conn.execute(
                 select(resource.c.rid, resource.c.version_id, resource.c.deleted)
@@ -242,6 +245,7 @@ class FhirRepository:
 
         `at` is the period of the `_at` parameter: versions that were current at some point in it.
         """
+        await self.flush()
         rv = resource_version
         query = select(
             rv.c.rid,
@@ -294,6 +298,7 @@ class FhirRepository:
 
     async def types_by_id(self, ids: list[str]) -> dict[str, list[str]]:
         """The resource types that currently hold each of these ids (one query, for bundle placeholders)."""
+        await self.flush()
         if not ids:
             return {}
         rows = await self.conn.execute(
@@ -305,6 +310,7 @@ class FhirRepository:
         return found
 
     async def rid_of(self, resource_type: str, id_: str) -> int | None:
+        await self.flush()
         return (
             await self.conn.execute(
                 select(resource.c.rid).where(resource.c.resource_type == resource_type, resource.c.id == id_)
