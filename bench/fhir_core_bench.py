@@ -63,6 +63,7 @@ SEED_BUNDLE_SIZE = 500
 UPDATED_PATIENTS = 500
 PROFILE_SECONDS = 8
 INGEST_CONCURRENCY = (2, 4)
+SERVER_MAX_CONNECTIONS = WORKERS * (10 + 10 + 10)  # per worker: SQLAlchemy pool + overflow, fast-read pool
 FHIR_JSON = "application/fhir+json"
 NOISY_PCT = 10.0  # other processes' share of the CPUs above which a figure is flagged
 
@@ -124,7 +125,7 @@ class WrkResult:
     non2xx: int
     socket_errors: int
     sample: str
-    other_cpu_pct: float | None = None
+    load: Reading | None = None
 
     @property
     def rps(self) -> float:
@@ -346,21 +347,31 @@ def busy_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
-def process_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU-seconds used) for every process."""
-    table: dict[int, tuple[int, float]] = {}
+@dataclass(frozen=True)
+class Proc:
+    ppid: int
+    cpu_s: float
+    name: str
+
+
+def process_table() -> dict[int, Proc]:
+    """Every process: parent, CPU-seconds used so far, command name."""
+    table: dict[int, Proc] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                rest = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                table[int(entry.name)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / CLOCK_TICKS)
+                stat = (entry / "stat").read_text()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                rest = stat[stat.rindex(")") + 2 :].split()
+                cpu_s = (int(rest[11]) + int(rest[12])) / CLOCK_TICKS  # utime + stime
+                table[int(entry.name)] = Proc(int(rest[1]), cpu_s, name)
     return table
 
 
-def descendants(table: dict[int, tuple[int, float]], root: int) -> set[int]:
+def descendants(table: dict[int, Proc], root: int) -> set[int]:
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
+    for pid, proc in table.items():
+        children.setdefault(proc.ppid, []).append(pid)
     found, todo = set(), [root]
     while todo:
         pid = todo.pop()
@@ -369,47 +380,81 @@ def descendants(table: dict[int, tuple[int, float]], root: int) -> set[int]:
     return found
 
 
-async def _postgres_pids(admin_url: str, database: str) -> set[int]:
+@dataclass(frozen=True)
+class PostgresView:
+    foreign_backends: set[int]  # backends connected to other people's databases
+    sessions: int  # sessions ever opened on our database (pg_stat_database.sessions)
+
+
+async def _postgres_view(admin_url: str, database: str) -> PostgresView:
     conn = await asyncpg.connect(admin_url, timeout=10)
     try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 OR datname IS NULL", database, timeout=10
+        foreign = "SELECT pid FROM pg_stat_activity WHERE datname IS NOT NULL AND datname <> $1"
+        pids = await conn.fetch(foreign, database, timeout=10)
+        sessions = await conn.fetchval(
+            "SELECT sessions FROM pg_stat_database WHERE datname = $1", database, timeout=10
         )
     finally:
         await conn.close()
-    return {row["pid"] for row in rows}
+    return PostgresView({row["pid"] for row in pids}, int(sessions or 0))
+
+
+@dataclass
+class Reading:
+    other_cpu_pct: float | None = None  # a lower bound: processes that came and went in between are missed
+    db_sessions_per_s: float | None = None  # new connections to our database: pool churn
 
 
 @dataclass
 class LoadMeter:
-    """How much CPU other processes (other people's tests, builds...) took while we measured: everything busy
-    minus this process, its children (servers, wrk) and the PostgreSQL backends of our database (plus the
-    server's shared auxiliary processes: WAL writer, checkpointer... count as ours)."""
+    """What the neighbours did while we measured: the CPU used by processes that are neither ours (this
+    process and its children: servers, wrk) nor PostgreSQL working for our database (its backends and the
+    shared WAL writer, checkpointer...); and how many new connections our database got."""
 
     admin_url: str
     database: str
 
-    def own_cpu(self) -> float:
+    def _snapshot(self) -> tuple[dict[int, float], int | None]:
+        try:
+            view: PostgresView | None = asyncio.run(_postgres_view(self.admin_url, self.database))
+        except (OSError, TimeoutError, asyncpg.PostgresError):  # e.g. too many connections: count less
+            view = None
         table = process_table()
-        pids = descendants(table, os.getpid()) | asyncio.run(_postgres_pids(self.admin_url, self.database))
-        times = os.times()
-        return (
-            times.user
-            + times.system
-            + times.children_user
-            + times.children_system
-            + sum(table[p][1] for p in pids if p in table and p != os.getpid())
-        )
+        ours = descendants(table, os.getpid())
+        foreign_backends = view.foreign_backends if view else set()
+        foreign = {
+            pid: proc.cpu_s
+            for pid, proc in table.items()
+            if pid not in ours and (proc.name != "postgres" or pid in foreign_backends)
+        }
+        return foreign, view.sessions if view else None
 
     @contextlib.contextmanager
-    def measuring(self) -> Iterator[list[float]]:
-        """Yields a list that holds, after the block, the % of the machine's CPU used by other processes."""
-        reading: list[float] = []
-        own, busy, start = self.own_cpu(), busy_cpu_seconds(), time.monotonic()
+    def measuring(self) -> Iterator[Reading]:
+        """Yields a Reading, filled in when the block ends."""
+        reading = Reading()
+        before, sessions_before = self._snapshot()
+        start = time.monotonic()
         yield reading
         elapsed = time.monotonic() - start
-        other = (busy_cpu_seconds() - busy) - (self.own_cpu() - own)
-        reading.append(max(0.0, 100 * other / (elapsed * len(os.sched_getaffinity(0)))))
+        after, sessions_after = self._snapshot()
+        other = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+        reading.other_cpu_pct = min(100.0, 100 * max(0.0, other) / (elapsed * len(os.sched_getaffinity(0))))
+        if sessions_before is not None and sessions_after is not None:
+            reading.db_sessions_per_s = (sessions_after - sessions_before) / elapsed
+
+
+def describe(load: Reading) -> str:
+    other = "?" if load.other_cpu_pct is None else f"{load.other_cpu_pct:.0f}%"
+    sessions = "" if load.db_sessions_per_s is None else f", {load.db_sessions_per_s:.1f} new db sessions/s"
+    return f"other processes >= {other} CPU{sessions}"
+
+
+def with_load(row: Row, load: Reading | None) -> Row:
+    if load is not None:
+        row.other_cpu_pct = load.other_cpu_pct
+        row.extra["db_sessions_per_s"] = load.db_sessions_per_s
+    return row
 
 
 def wait_for_quiet(max_wait: float, threshold_pct: float = 10.0) -> float:
@@ -549,21 +594,22 @@ def measure(
     what = f"{workload.operation} @ {connections} connections ({url})"
     warm = run_wrk(url, workload, connections, args.warmup)
     report_failures(f"warm-up of {what}", warm)
-    with meter.measuring() as other:
+    with meter.measuring() as load:
         result = run_wrk(url, workload, connections, args.duration)
-    result.other_cpu_pct = other[0]
+    result.load = load
     log(
         f"{what}: {result.rps:,.0f} req/s  p50 {result.p50_ms:.2f}  p95 {result.p95_ms:.2f}  "
         f"p99 {result.p99_ms:.2f} ms  ({result.requests:,} requests, non-2xx {result.non2xx}; "
-        f"other processes {result.other_cpu_pct:.0f}% CPU)"
+        f"{describe(load)})"
     )
     report_failures(what, result)
     return result
 
 
 def wrk_row(operation: str, connections: int, r: WrkResult) -> Row:
-    return Row(operation, connections, r.rps, "req/s", r.p50_ms, r.p95_ms, r.p99_ms, r.requests, r.non2xx,
-               r.socket_errors, other_cpu_pct=r.other_cpu_pct)
+    row = Row(operation, connections, r.rps, "req/s", r.p50_ms, r.p95_ms, r.p99_ms, r.requests, r.non2xx,
+              r.socket_errors)
+    return with_load(row, r.load)
 
 
 # -- transaction ingest --------------------------------------------------------------------------------------
@@ -637,7 +683,7 @@ def measure_ingest(
     meter: LoadMeter,
 ) -> Row:
     asyncio.run(ingest(base_url, prelude, 1))  # organisations, practitioners: untimed, before the patients
-    with meter.measuring() as other:
+    with meter.measuring() as load:
         result = asyncio.run(ingest(base_url, patients, concurrency))
     rate = result.resources / result.seconds
     p50, p95, p99 = (percentile(result.latencies_ms, p) for p in (50, 95, 99))
@@ -645,9 +691,9 @@ def measure_ingest(
         f"ingest @ {concurrency} clients: {rate:,.0f} resources/s, "
         f"{result.bundles / result.seconds:.2f} bundles/s, "
         f"per bundle p50 {p50:.0f} p95 {p95:.0f} p99 {p99:.0f} ms ({result.resources:,} resources, "
-        f"{result.bundles} bundles in {result.seconds:.1f}s; other processes {other[0]:.0f}% CPU)"
+        f"{result.bundles} bundles in {result.seconds:.1f}s; {describe(load)})"
     )
-    return Row(
+    row = Row(
         "transaction ingest",
         concurrency,
         rate,
@@ -656,7 +702,6 @@ def measure_ingest(
         p95,
         p99,
         result.bundles,
-        other_cpu_pct=other[0],
         extra={
             "bundles_per_s": result.bundles / result.seconds,
             "resources": result.resources,
@@ -664,6 +709,7 @@ def measure_ingest(
             "mean_resources_per_bundle": statistics.mean(b.resources for b in patients),
         },
     )
+    return with_load(row, load)
 
 
 # -- ceilings ------------------------------------------------------------------------------------------------
@@ -692,10 +738,34 @@ BARE = "bare FastAPI+asyncpg read (ceiling)"
 BARE_CONNECTIONS = 32
 
 
-def start_bare_endpoint(stack: contextlib.ExitStack, database_url: str) -> Server:
+def measure_bare_endpoint(
+    database_url: str, read: Workload, args: argparse.Namespace, meter: LoadMeter
+) -> WrkResult:
+    """Started for its own measurement only: idle, its pools would hold 20 of the database's connections."""
     port = free_port()
     command = uvicorn_command("bare_endpoint:create_app", port, app_dir=ROOT / "bench")
-    return stack.enter_context(running_server("bare-endpoint", command, database_url, port))
+    with running_server("bare-endpoint", command, database_url, port) as bare:
+        return measure(bare.url, read, BARE_CONNECTIONS, args, meter)
+
+
+async def _free_connection_slots(admin_url: str) -> int:
+    conn = await asyncpg.connect(admin_url, timeout=10)
+    try:
+        free = await conn.fetchval(
+            "SELECT current_setting('max_connections')::int"
+            " - current_setting('superuser_reserved_connections')::int"
+            " - count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        )
+    finally:
+        await conn.close()
+    return int(free)
+
+
+def check_connection_budget(admin_url: str, needed: int) -> None:
+    free = asyncio.run(_free_connection_slots(admin_url))
+    if free < needed:
+        loud(f"PostgreSQL has {free} free connection slots; the server may open up to {needed} (2 workers x "
+             "(pool 10 + overflow 10 + fast-read pool 10)): expect 'too many clients' errors under load")
 
 
 # -- profiling -----------------------------------------------------------------------------------------------
@@ -939,7 +1009,7 @@ def markdown(rows: list[Row], checks: list[Verdict], meta: dict[str, Any]) -> st
         f"Commit: {meta['commit']}  Date: {meta['date']}  Server: {meta['server_command']}",
         "",
         "| operation | connections | req/s (or resources/s) | p50 ms | p95 ms | p99 ms | % of bare endpoint "
-        "| % of pgbench -S | other processes' CPU |",
+        "| % of pgbench -S | other processes' CPU (at least) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -960,7 +1030,7 @@ def markdown(rows: list[Row], checks: list[Verdict], meta: dict[str, Any]) -> st
             "",
             f"**Other processes used more than {NOISY_PCT:.0f}% of the CPUs during "
             + ", ".join(f"{r.operation} @{r.connections}" for r in noisy)
-            + ": those figures are low by roughly that much.**",
+            + ": those figures understate what the server does on a machine of its own.**",
         ]
     lines += ["", "| target | measured | |", "|---|---|---|"]
     lines += [f"| {c.target} | {c.measured} | {'PASS' if c.passed else '**MISS**'} |" for c in checks]
@@ -991,25 +1061,25 @@ def write_ids(directory: Path, ids: list[str], versions: list[tuple[str, int]]) 
 
 
 def measure_interactions(
-    server: Server, bare: Server, workloads: dict[str, Workload], args: argparse.Namespace, meter: LoadMeter
+    server: Server,
+    database_url: str,
+    workloads: dict[str, Workload],
+    args: argparse.Namespace,
+    meter: LoadMeter,
 ) -> list[Row]:
     """wrk over every interaction and connection count; the bare endpoint right before the server's read at
     the same connections, so that both see the same neighbours on a shared machine."""
     rows: list[Row] = []
-    connection_counts = list(args.connections)
-    if BARE_CONNECTIONS not in connection_counts:
-        rows.append(
-            wrk_row(
-                BARE, BARE_CONNECTIONS, measure(bare.url, workloads["read"], BARE_CONNECTIONS, args, meter)
-            )
-        )
-    for connections in connection_counts:
+    read = workloads["read"]
+    if BARE_CONNECTIONS not in args.connections:
+        rows.append(wrk_row(BARE, BARE_CONNECTIONS, measure_bare_endpoint(database_url, read, args, meter)))
+    for connections in args.connections:
         for operation, workload in workloads.items():
             if operation == "read" and connections == BARE_CONNECTIONS:
-                rows.append(wrk_row(BARE, connections, measure(bare.url, workload, connections, args, meter)))
-            rows.append(
-                wrk_row(operation, connections, measure(server.url, workload, connections, args, meter))
-            )
+                bare = measure_bare_endpoint(database_url, read, args, meter)
+                rows.append(wrk_row(BARE, connections, bare))
+            result = measure(server.url, workload, connections, args, meter)
+            rows.append(wrk_row(operation, connections, result))
     return rows
 
 
@@ -1058,6 +1128,8 @@ def bench(args: argparse.Namespace) -> int:
     prelude, patients = load_synthea(args.synthea)
     if args.wait_quiet > 0:
         log(f"machine load before the run: {wait_for_quiet(args.wait_quiet):.0f}% CPU")
+    pgbench = pgbench_tps(args.admin_url)  # first, while none of our servers holds connections
+    check_connection_budget(args.admin_url, SERVER_MAX_CONNECTIONS)
     with contextlib.ExitStack() as stack:  # unwinds servers, temp files and databases on every way out
         database_url = stack.enter_context(temporary_database(args.admin_url, "pms_bench"))
         log("migrating")
@@ -1065,7 +1137,6 @@ def bench(args: argparse.Namespace) -> int:
         port = free_port()
         command = pms_serve_command(port) or uvicorn_command("pms.main:create_app", port)
         server = stack.enter_context(running_server("pms", command, database_url, port))
-        bare = start_bare_endpoint(stack, database_url)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pms-bench-")))
 
         log(f"seeding {SEED_PATIENTS:,} Patients, updating {UPDATED_PATIENTS}")
@@ -1078,9 +1149,9 @@ def bench(args: argparse.Namespace) -> int:
             "update": Workload("update", ids_file),
         }
         meter = LoadMeter(args.admin_url, urlsplit(database_url).path.lstrip("/"))
-        rows = measure_interactions(server, bare, workloads, args, meter)
+        rows = measure_interactions(server, database_url, workloads, args, meter)
         rows += [measure_ingest(server.url, prelude, patients, c, meter) for c in INGEST_CONCURRENCY]
-        rows.append(pgbench_tps(args.admin_url))
+        rows.append(pgbench)
         add_ratios(rows)
         checks = verdicts(rows)
         profiles = {} if args.no_profile else profile_misses(checks, server, workloads, patients)
