@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,6 +20,13 @@ TAG_SYSTEM = "urn:pms-test:search-features"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 SUBSETTED = "SUBSETTED"
+
+
+@pytest.fixture(scope="module")
+async def client(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """One HTTP client per module: the shared per-test `client` costs more to build than most searches."""
+    async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
+        yield http
 
 
 class Fixture:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -25,6 +26,13 @@ INJECTIONS = (
     "$1",
     "%' OR '%'='",
 )
+
+
+@pytest.fixture(scope="module")
+async def client(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """One HTTP client per module: the shared per-test `client` costs more to build than most searches."""
+    async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
+        yield http
 
 
 class Fixture:

@@ -12,6 +12,7 @@ import re
 import tarfile
 import unicodedata
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,13 @@ TAG_SYSTEM = "urn:pms-test:search-examples"
 LOINC = "http://loinc.org"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 REFERENCE_RE = re.compile(r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?P<history>/_history/.+)?")
+
+
+@pytest.fixture(scope="module")
+async def client(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """One HTTP client per module: the shared per-test `client` costs more to build than most searches."""
+    async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
+        yield http
 
 
 def escape(value: str) -> str:

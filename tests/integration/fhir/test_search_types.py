@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -20,6 +21,13 @@ UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+
+
+@pytest.fixture(scope="module")
+async def client(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """One HTTP client per module: the shared per-test `client` costs more to build than most searches."""
+    async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
+        yield http
 
 
 class Fixture:
