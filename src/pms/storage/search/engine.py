@@ -152,10 +152,9 @@ class SearchEngine:
                 f"_contained={request.contained}: searching contained resources is not supported",
                 code="not-supported",
             )
+        # Resolved per search: a transaction may change a ValueSet between two of its searches.
         keys = terminology_keys(request)
-        missing = keys - self.compiler.code_sets.keys()
-        if missing:
-            self.compiler.code_sets.update(await Terminology(self.conn).resolve(missing))
+        self.compiler.code_sets = await Terminology(self.conn).resolve(keys) if keys else {}
 
     async def search(
         self, request: SearchRequest, *, compartment: tuple[str, str] | None = None
