@@ -151,6 +151,111 @@ def _reindex(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# -- user --------------------------------------------------------------------------------------------------
+
+
+def _configure_user(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create", help="create a user (password from stdin or a prompt)", allow_abbrev=False
+    )
+    create.add_argument("--username", required=True)
+    create.add_argument(
+        "--role", dest="roles", action="append", required=True, help="a role to grant (repeatable)"
+    )
+    create.add_argument("--fhir-user", help="the linked resource, e.g. Practitioner/123")
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin (passwords never go on the command line)",
+    )
+    disable = actions.add_parser("disable", help="block sign-in and revoke the user's sessions")
+    disable.add_argument("--username", required=True)
+    reset = actions.add_parser("reset-2fa", help="turn 2FA off so the user enrolls again (lost phone)")
+    reset.add_argument("--username", required=True)
+    actions.add_parser("list", help="list users, their roles and status")
+    for sub in (create, disable, reset, actions.choices["list"]):
+        _configure_migrate(sub, settings)
+
+
+def _read_new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != password:
+        raise ValueError("The passwords do not match.")
+    return password
+
+
+def _user(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from pms.core.db import Database
+    from pms.core.errors import AppError
+    from pms.serve import resolved_database_url
+    from pms.storage import accounts
+
+    def status(user: accounts.UserAccount) -> str:
+        flags = ["disabled" if user.disabled else "active"]
+        if user.locked_until is not None and user.locked_until > datetime.now(UTC):
+            flags.append(f"locked until {user.locked_until:%Y-%m-%d %H:%M %Z}")
+        flags.append("2fa" if user.totp_enabled else "no-2fa")
+        return ", ".join(flags)
+
+    password = ""
+    if args.action == "create":
+        try:
+            password = _read_new_password(args.password_stdin)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+
+    async def act(db: Database) -> str:
+        async with db.transaction() as conn:
+            if args.action == "create":
+                user = await accounts.create_user(
+                    conn,
+                    username=args.username,
+                    password=password,
+                    roles=args.roles,
+                    fhir_user=args.fhir_user,
+                )
+                return f"Created user {user.username} ({user.user_id}) with roles {', '.join(user.roles)}."
+            if args.action == "list":
+                users = await accounts.list_users(conn)
+                rows = [(u.username, ",".join(u.roles) or "-", u.fhir_user or "-", status(u)) for u in users]
+                return "\n".join(
+                    "\t".join(row) for row in [("USERNAME", "ROLES", "FHIR USER", "STATUS"), *rows]
+                )
+            user = await accounts.require_user(conn, username=args.username)
+            if args.action == "disable":
+                await accounts.disable_user(conn, user_id=user.user_id)
+                return f"Disabled {user.username}; their sessions and refresh tokens are revoked."
+            await accounts.reset_2fa(conn, user_id=user.user_id)
+            return f"Two-factor authentication reset for {user.username}; they enroll again at next sign-in."
+
+    async def run(url: str) -> str:
+        db = await Database.open(settings.model_copy(update={"database_url": url}))
+        try:
+            return await act(db)
+        finally:
+            await db.dispose()
+
+    with resolved_database_url(settings.model_copy(update={"database_url": args.database_url})) as url:
+        try:
+            message = asyncio.run(run(url))
+        except AppError as exc:
+            for issue in exc.issues:
+                print(issue.diagnostics, file=sys.stderr)
+            return 1
+    if message:
+        print(message)
+    return 0
+
+
 # -- wiring ------------------------------------------------------------------------------------------------
 
 
@@ -168,6 +273,7 @@ def commands() -> dict[str, Command]:
         "reindex": Command(
             "rebuild search indexes (apply new or changed SearchParameters)", _configure_reindex, _reindex
         ),
+        "user": Command("manage staff and portal user accounts", _configure_user, _user),
     }
 
 
