@@ -128,6 +128,24 @@ class TestMetacharactersAreLiteral:
             assert await fx.labels(client, "/Patient", (name, value)) == set(), name
         assert len(await fx.labels(client, "/Patient")) == 7  # and nothing was harmed
 
+    async def test_estimated_totals_bind_their_values_too(
+        self, client: httpx.AsyncClient, fx: Fixture
+    ) -> None:
+        # _total=estimate EXPLAINs the search: with the same bound parameters, whatever their type.
+        for params in (
+            (("family", INJECTIONS[0]),),
+            (("birthdate", "ge2000-01-01T00:00:00+01:00"),),
+            (("_lastUpdated", "ap2020"),),
+            (("_id", "a,b,c"),),
+            (("_has:Observation:subject:code", "x' OR 1=1"),),
+            (("_content", INJECTIONS[2]),),
+            (("identifier", "urn:h|a_b"),),
+        ):
+            response = await answer(client, "/Patient", *params, ("_total", "estimate"), fx.tag)
+            assert response.status_code == 200, params
+            assert isinstance(response.json()["total"], int)
+        assert len(await fx.labels(client, "/Patient")) == 7
+
     async def test_percent_and_underscore_are_not_wildcards(
         self, client: httpx.AsyncClient, fx: Fixture
     ) -> None:
