@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from sqlalchemy import Row, delete, func, select, text, update
+from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -379,22 +379,13 @@ async def enable_user(conn: AsyncConnection, *, user_id: uuid.UUID) -> None:
 # -- second factor -----------------------------------------------------------------------------------------
 
 
-async def _tracks_totp_step(conn: AsyncConnection) -> bool:
-    """Whether `auth_user.totp_last_step` exists yet (TOTP replay protection needs it; until its
-    migration lands, a code stays reusable within its +-30 s window)."""
-    found = await conn.scalar(
-        text(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'auth_user'::regclass"
-            " AND attname = 'totp_last_step' AND NOT attisdropped)"
-        )
-    )
-    return bool(found)
-
-
-async def _second_factor_row(conn: AsyncConnection, user_id: uuid.UUID, tracks_step: bool) -> AnyRow | None:
-    columns = [*_USER_COLUMNS, auth_user.c.totp_secret, auth_user.c.recovery_codes]
-    if tracks_step:
-        columns.append(auth_user.c.totp_last_step)
+async def _second_factor_row(conn: AsyncConnection, user_id: uuid.UUID) -> AnyRow | None:
+    columns = [
+        *_USER_COLUMNS,
+        auth_user.c.totp_secret,
+        auth_user.c.recovery_codes,
+        auth_user.c.totp_last_step,
+    ]
     statement = select(*columns).where(auth_user.c.user_id == user_id).with_for_update()
     return (await conn.execute(statement)).first()
 
@@ -402,7 +393,7 @@ async def _second_factor_row(conn: AsyncConnection, user_id: uuid.UUID, tracks_s
 async def enroll_totp(conn: AsyncConnection, *, user_id: uuid.UUID) -> Enrollment:
     """Start TOTP enrollment: a new pending secret, its otpauth:// URI and QR code. 2FA stays off until
     `confirm_totp` sees a code from the app; 409 when 2FA is already on (reset it first)."""
-    row = await _second_factor_row(conn, user_id, False)
+    row = await _second_factor_row(conn, user_id)
     if row is None:
         raise not_found(f"No user with id {user_id}")
     if row.totp_enabled:
@@ -421,8 +412,7 @@ async def confirm_totp(
 ) -> list[str] | None:
     """Turn 2FA on when `code` matches the pending secret: returns the recovery codes (show them once;
     only their hashes are kept), or None when the code is wrong."""
-    tracks_step = await _tracks_totp_step(conn)
-    row = await _second_factor_row(conn, user_id, tracks_step)
+    row = await _second_factor_row(conn, user_id)
     if row is None:
         raise not_found(f"No user with id {user_id}")
     if row.totp_enabled:
@@ -433,9 +423,11 @@ async def confirm_totp(
     if step is None:
         return None
     codes = new_recovery_codes()
-    values: dict[str, Any] = {"totp_enabled": True, "recovery_codes": await _hash_recovery_codes(codes)}
-    if tracks_step:
-        values["totp_last_step"] = step
+    values: dict[str, Any] = {
+        "totp_enabled": True,
+        "recovery_codes": await _hash_recovery_codes(codes),
+        "totp_last_step": step,
+    }
     await _update_user(conn, user_id, values)
     return codes
 
@@ -462,8 +454,7 @@ async def verify_second_factor(
 ) -> SecondFactorResult:
     """Check a TOTP code or, failing that, a recovery code (which is then used up). Wrong codes count
     towards the same lockout as wrong passwords; a success clears it. The caller commits either way."""
-    tracks_step = await _tracks_totp_step(conn)
-    row = await _second_factor_row(conn, user_id, tracks_step)
+    row = await _second_factor_row(conn, user_id)
     if row is None:
         return SecondFactorResult(AuthStatus.INVALID)
     if row.disabled:
@@ -474,9 +465,9 @@ async def verify_second_factor(
     if policy.is_locked(state, now):
         return SecondFactorResult(AuthStatus.LOCKED, locked_until=row.locked_until)
     reset = _lockout_values(policy.after_success())
-    step = verify_totp(row.totp_secret, code, now=now, last_step=row.totp_last_step if tracks_step else None)
+    step = verify_totp(row.totp_secret, code, now=now, last_step=row.totp_last_step)
     if step is not None:
-        await _update_user(conn, user_id, reset | ({"totp_last_step": step} if tracks_step else {}))
+        await _update_user(conn, user_id, reset | {"totp_last_step": step})
         return SecondFactorResult(AuthStatus.OK, "totp", len(row.recovery_codes))
     hashes = list(row.recovery_codes)
     index = await asyncio.to_thread(match_recovery_code, hashes, code)
@@ -493,9 +484,12 @@ async def verify_second_factor(
 async def reset_2fa(conn: AsyncConnection, *, user_id: uuid.UUID) -> None:
     """Turn 2FA off (lost phone): secret and recovery codes are dropped, sessions revoked; the user
     enrolls again at the next sign-in."""
-    values: dict[str, Any] = {"totp_secret": None, "totp_enabled": False, "recovery_codes": []}
-    if await _tracks_totp_step(conn):
-        values["totp_last_step"] = None
+    values: dict[str, Any] = {
+        "totp_secret": None,
+        "totp_enabled": False,
+        "recovery_codes": [],
+        "totp_last_step": None,
+    }
     await _update_user(conn, user_id, values)
     await _revoke_sessions(conn, user_id)
 
