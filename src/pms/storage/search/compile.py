@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.expression import FromClause
 
+from pms.auth.policy import AnyOf, Restriction
 from pms.core.errors import bad_request, not_supported
 from pms.fhir.extract import identifier_code, normalize_string
 from pms.fhir.search.model import (
@@ -243,6 +244,19 @@ class Compiler:
         self.code_sets: dict[TerminologyKey, CodeSet] = {}
 
     # -- entry points -----------------------------------------------------------------------------------
+
+    def restriction(
+        self, resource_type: str, restriction: Restriction, res: FromClause
+    ) -> ColumnElement[bool]:
+        """An access restriction (auth/policy.py): a criterion, or an OR of AND-groups of them."""
+        if isinstance(restriction, AnyOf):
+            return or_(
+                *(
+                    and_(*(self.restriction(resource_type, part, res) for part in group))
+                    for group in restriction.alternatives
+                )
+            )
+        return self.condition(resource_type, restriction, res)
 
     def condition(self, resource_type: str, criterion: Criterion, res: FromClause) -> ColumnElement[bool]:
         """A condition on the `res` row (an alias of `resource`) for one criterion."""

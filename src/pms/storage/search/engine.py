@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, false, func, or_, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import FromClause
 
+from pms.auth import policy
+from pms.auth.context import AccessContext
 from pms.core.errors import Issue, bad_request
 from pms.fhir.definitions import is_valid_id
 from pms.fhir.search.model import Include, SearchRequest
@@ -60,9 +62,20 @@ def _stored(row: Any) -> StoredVersion:
 
 
 class SearchEngine:
-    def __init__(self, conn: AsyncConnection, registry: Registry, *, base: str, default_count: int) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        registry: Registry,
+        *,
+        base: str,
+        default_count: int,
+        access: AccessContext | None = None,
+    ) -> None:
+        """`access` limits every search to what the caller may see (auth/policy.py); None is the
+        unrestricted internal view (reindexing, conditional-reference resolution inside the server)."""
         self.conn = conn
         self.registry = registry
+        self.access = access
         self.compiler = Compiler(SearchContext(registry, base))
         self.default_count = default_count
 
@@ -77,6 +90,8 @@ class SearchEngine:
             conditions.append(
                 res.c.resource_type.in_(types) if len(types) > 1 else res.c.resource_type == types[0]
             )
+        if self.access is not None:
+            conditions.append(self._access_condition(types, res))
         for criterion in request.criteria:
             per_type = [self.compiler.condition(t, criterion, res) for t in types or [ANY_TYPE]]
             conditions.append(or_(*per_type) if len(per_type) > 1 else per_type[0])
@@ -92,6 +107,31 @@ class SearchEngine:
         if compartment is not None:
             conditions.append(self._in_compartment(compartment, types, res))
         return conditions
+
+    def _access_condition(self, types: list[str], res: FromClause) -> ColumnElement[bool]:
+        """Only what the caller may search: per type, its policy restrictions (e.g. the patient's
+        compartment). A whole-system search without _type spans the types the caller may search."""
+        assert self.access is not None
+        searched = types or list(policy.allowed_types(self.access, "search", self.registry.resource_types))
+        per_type = []
+        for resource_type in searched:
+            restrictions = policy.search_restrictions(self.access, resource_type)
+            parts = [self.compiler.restriction(resource_type, r, res) for r in restrictions]
+            per_type.append(and_(res.c.resource_type == resource_type, *parts))
+        return or_(*per_type) if per_type else false()
+
+    def _include_condition(self, res: FromClause, found_types: set[str]) -> ColumnElement[bool]:
+        """Included resources the caller may not see are left out silently (no leak through counts)."""
+        if self.access is None:
+            return true()
+        per_type = []
+        for resource_type in sorted(found_types):
+            restrictions = policy.include_restrictions(self.access, resource_type)
+            if restrictions is None:
+                continue
+            parts = [self.compiler.restriction(resource_type, r, res) for r in restrictions]
+            per_type.append(and_(res.c.resource_type == resource_type, *parts))
+        return or_(*per_type) if per_type else false()
 
     def _in_list(self, list_id: str, res: FromClause) -> ColumnElement[bool]:
         """`_list=42`: resources that List/42 has as entry items (search.html#list)."""
@@ -321,10 +361,17 @@ class SearchEngine:
             targets = targets.where(refs.c.target_type == include.target_type)
         query = (
             _resource_columns()
-            .where(tuple_(resource.c.resource_type, resource.c.id).in_(targets), ~resource.c.deleted)
+            .where(
+                tuple_(resource.c.resource_type, resource.c.id).in_(targets),
+                ~resource.c.deleted,
+                self._include_condition(resource, self._include_target_types(include, sources)),
+            )
             .limit(MAX_INCLUDED)
         )
         return [_stored(row) for row in await self.conn.execute(query)]
+
+    def _include_target_types(self, include: Include, sources: list[StoredVersion]) -> set[str]:
+        return _targets_of(self.registry, include, {s.resource_type for s in sources})
 
     async def _revinclude(self, include: Include, targets: list[StoredVersion]) -> list[StoredVersion]:
         source_types = (
@@ -343,9 +390,27 @@ class SearchEngine:
         if include.target_type:
             sources = sources.where(refs.c.target_type == include.target_type)
         query = (
-            _resource_columns().where(resource.c.rid.in_(sources), ~resource.c.deleted).limit(MAX_INCLUDED)
+            _resource_columns()
+            .where(
+                resource.c.rid.in_(sources),
+                ~resource.c.deleted,
+                self._include_condition(resource, source_types),
+            )
+            .limit(MAX_INCLUDED)
         )
         return [_stored(row) for row in await self.conn.execute(query)]
+
+
+def _targets_of(registry: Registry, include: Include, source_types: set[str]) -> set[str]:
+    """The types an _include may reach: its explicit target, else the reference targets of its params."""
+    if include.target_type:
+        return {include.target_type}
+    found: set[str] = set()
+    for source_type in source_types:
+        for param in registry.params_for(source_type).values():
+            if param.type == "reference" and include.param in ("*", param.code):
+                found.update(param.targets or registry.resource_types)
+    return found
 
 
 def _resource_columns() -> Any:
