@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from pms.config import Settings
 
@@ -256,6 +257,247 @@ def _user(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# -- keys and clients (the authorization server; docs/security.md) -----------------------------------------
+
+
+def _configure_keys(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rotate = actions.add_parser(
+        "rotate",
+        help="sign new tokens with a fresh RSA key; older keys keep verifying until their tokens expire",
+    )
+    listing = actions.add_parser("list", help="list signing keys (kid, created, retired, expires)")
+    for sub in (rotate, listing):
+        _configure_migrate(sub, settings)
+
+
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from pms.core.db import Database
+    from pms.storage import identity
+
+    async def act(db: Database) -> str:
+        now = datetime.now(UTC)
+        async with db.transaction() as conn:
+            if args.action == "rotate":
+                # Retired keys verify for the longest token lifetime plus the verifiers' clock leeway.
+                retain = timedelta(seconds=settings.max_token_lifetime + 60)
+                key = await identity.rotate_signing_key(conn, now=now, retain_for=retain)
+                return (
+                    f"New signing key {key.kid}. Servers pick it up within seconds; the previous key keeps "
+                    f"verifying until {(now + retain):%Y-%m-%d %H:%M %Z}."
+                )
+            keys = sorted(await identity.load_keys(conn, now=now), key=lambda k: k.created_at)
+            rows = [
+                (
+                    k.kid,
+                    f"{k.created_at:%Y-%m-%d %H:%M}",
+                    "signing" if k.retired_at is None else f"retired {k.retired_at:%Y-%m-%d %H:%M}",
+                    f"{k.expires_at:%Y-%m-%d %H:%M}" if k.expires_at else "-",
+                )
+                for k in keys
+            ]
+            header = ("KID", "CREATED", "STATUS", "VERIFIES UNTIL")
+            return "\n".join("\t".join(row) for row in [header, *rows]) if rows else "No keys yet."
+
+    return _run_db(args, settings, act)
+
+
+def _configure_client(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        help="register an OAuth client; prints its client_id (and secret)",
+        description=(
+            "Register an OAuth client. Backend services: --grant client_credentials with --jwks-file or "
+            "--jwks-uri (private_key_jwt) or a secret (client_secret_basic). Apps: --grant "
+            "authorization_code with --redirect-uri (exact match), --public for PKCE-only clients. "
+            "Without --public, --secret, --secret-stdin or keys, a random secret is generated, printed once."
+        ),
+        allow_abbrev=False,
+    )
+    create.add_argument("--name", required=True, help="shown to users on the consent screen")
+    create.add_argument(
+        "--grant",
+        dest="grants",
+        action="append",
+        required=True,
+        choices=["authorization_code", "client_credentials", "refresh_token"],
+        help="a grant type (repeatable); authorization_code implies refresh_token",
+    )
+    create.add_argument(
+        "--scopes", required=True, help="allowed scopes, space-separated, e.g. 'system/Observation.cruds'"
+    )
+    secret = create.add_mutually_exclusive_group()
+    secret.add_argument("--secret", help="the client secret (default: generated)")
+    secret.add_argument("--secret-stdin", action="store_true", help="read the secret from stdin")
+    secret.add_argument("--public", action="store_true", help="a public client (no secret; PKCE required)")
+    create.add_argument(
+        "--redirect-uri", dest="redirect_uris", action="append", default=[], help="repeatable; exact match"
+    )
+    keys = create.add_mutually_exclusive_group()
+    keys.add_argument("--jwks-file", help="a JSON Web Key Set file with the client's public keys")
+    keys.add_argument("--jwks-uri", help="where the client publishes its JWKS (https)")
+    create.add_argument("--client-id", help="choose the client_id (default: a random UUID)")
+    listing = actions.add_parser("list", help="list registered clients")
+    disable = actions.add_parser("disable", help="refuse a client's requests from now on")
+    disable.add_argument("--client-id", required=True)
+    for sub in (create, listing, disable):
+        _configure_migrate(sub, settings)
+
+
+@dataclass(frozen=True)
+class ClientRegistration:
+    name: str
+    kind: Literal["public", "confidential", "backend"]
+    grant_types: list[str]
+    scopes: list[str]
+    redirect_uris: list[str]
+    secret: str | None
+    jwks: dict[str, Any] | None
+    jwks_uri: str | None
+    client_id: str | None
+
+
+def _client_registration(args: argparse.Namespace) -> ClientRegistration:
+    """Check `pms client create` arguments; the values for identity.create_client. ValueError if wrong."""
+    import json
+    from urllib.parse import urlsplit
+
+    from pms.auth.scopes import parse_scopes
+    from pms.storage.identity import new_secret
+
+    grants = list(dict.fromkeys(args.grants))
+    if "authorization_code" in grants and "refresh_token" not in grants:
+        grants.append("refresh_token")
+    scopes = args.scopes.split()
+    rejected = parse_scopes(scopes).rejected
+    if not scopes or rejected:
+        raise ValueError(f"Not valid SMART scopes: {' '.join(rejected) or '(none given)'}")
+    for uri in args.redirect_uris:
+        parts = urlsplit(uri)
+        if not parts.scheme or not (parts.netloc or parts.scheme not in ("http", "https")) or parts.fragment:
+            raise ValueError(f"{uri!r}: a redirect URI is absolute and has no fragment (RFC 6749 3.1.2)")
+    if "authorization_code" in grants and not args.redirect_uris:
+        raise ValueError("authorization_code needs at least one --redirect-uri")
+    jwks = None
+    if args.jwks_file:
+        with open(args.jwks_file, encoding="utf-8") as handle:
+            jwks = json.load(handle)
+        keys = jwks.get("keys") if isinstance(jwks, dict) else None
+        if not isinstance(keys, list) or not keys:
+            raise ValueError(f"{args.jwks_file}: not a JWK Set (an object with a non-empty 'keys' array)")
+        if any(isinstance(k, dict) and ({"d", "p", "q", "k"} & k.keys()) for k in keys):
+            raise ValueError(f"{args.jwks_file}: contains private key material; register public keys only")
+    if args.jwks_uri and urlsplit(args.jwks_uri).scheme != "https":
+        raise ValueError("--jwks-uri must be an https URL")
+    has_keys = jwks is not None or bool(args.jwks_uri)
+    if args.public and (has_keys or "client_credentials" in grants):
+        raise ValueError("a public client has no credentials: it cannot use keys or client_credentials")
+    secret: str | None = args.secret
+    if args.secret_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    elif secret is None and not args.public and not has_keys:
+        secret = new_secret()
+    kind: Literal["public", "confidential", "backend"] = (
+        "public" if args.public else "backend" if grants == ["client_credentials"] else "confidential"
+    )
+    return ClientRegistration(
+        args.name, kind, grants, scopes, args.redirect_uris, secret, jwks, args.jwks_uri, args.client_id
+    )
+
+
+def _client(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime
+
+    from pms.core.db import Database
+    from pms.storage import identity
+
+    registration: ClientRegistration | None = None
+    if args.action == "create":
+        try:
+            registration = _client_registration(args)
+        except (ValueError, OSError) as exc:
+            print(exc, file=sys.stderr)
+            return 1
+
+    async def act(db: Database) -> str:
+        async with db.transaction() as conn:
+            if args.action == "create":
+                if args.client_id and await identity.get_client(conn, args.client_id) is not None:
+                    raise ValueError(f"A client with client_id {args.client_id!r} already exists")
+                assert registration is not None
+                client = await identity.create_client(
+                    conn,
+                    name=registration.name,
+                    kind=registration.kind,
+                    grant_types=registration.grant_types,
+                    scopes=registration.scopes,
+                    redirect_uris=registration.redirect_uris,
+                    secret=registration.secret,
+                    jwks=registration.jwks,
+                    jwks_uri=registration.jwks_uri,
+                    client_id=registration.client_id,
+                    now=datetime.now(UTC),
+                )
+                lines = [f"client_id: {client.client_id}", f"kind: {client.kind}"]
+                if registration.secret and not args.secret_stdin:
+                    lines.append(f"client_secret: {registration.secret}")
+                auth = (
+                    "private_key_jwt"
+                    if client.jwks or client.jwks_uri
+                    else "none (PKCE)"
+                    if client.is_public
+                    else "client_secret_basic"
+                )
+                lines.append(f"token_endpoint_auth_method: {auth}")
+                return "\n".join(lines)
+            if args.action == "disable":
+                if not await identity.set_client_disabled(conn, args.client_id, disabled=True):
+                    raise ValueError(f"No client with client_id {args.client_id!r}")
+                return f"Disabled client {args.client_id}."
+            rows = [
+                (
+                    c.client_id,
+                    c.name,
+                    c.kind + (" (disabled)" if c.disabled else ""),
+                    ",".join(c.grant_types),
+                    " ".join(c.allowed_scopes),
+                )
+                for c in await identity.list_clients(conn)
+            ]
+            header = ("CLIENT_ID", "NAME", "KIND", "GRANTS", "SCOPES")
+            return "\n".join("\t".join(row) for row in [header, *rows])
+
+    return _run_db(args, settings, act)
+
+
+def _run_db(args: argparse.Namespace, settings: Settings, act: Callable[[Any], Awaitable[str]]) -> int:
+    """Run `act` against the database of `--database-url` (or the embedded one); print its message."""
+    import asyncio
+
+    from pms.core.db import Database
+    from pms.core.errors import AppError
+    from pms.serve import resolved_database_url
+
+    async def run(url: str) -> str:
+        db = await Database.open(settings.model_copy(update={"database_url": url}))
+        try:
+            return await act(db)
+        finally:
+            await db.dispose()
+
+    with resolved_database_url(settings.model_copy(update={"database_url": args.database_url})) as url:
+        try:
+            message = asyncio.run(run(url))
+        except (AppError, ValueError) as exc:
+            print(exc, file=sys.stderr)
+            return 1
+    print(message)
+    return 0
+
+
 # -- wiring ------------------------------------------------------------------------------------------------
 
 
@@ -274,6 +516,10 @@ def commands() -> dict[str, Command]:
             "rebuild search indexes (apply new or changed SearchParameters)", _configure_reindex, _reindex
         ),
         "user": Command("manage staff and portal user accounts", _configure_user, _user),
+        "keys": Command("rotate and list token signing keys", _configure_keys, _keys),
+        "client": Command(
+            "register and list OAuth clients (apps, backend services)", _configure_client, _client
+        ),
     }
 
 

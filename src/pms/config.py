@@ -34,6 +34,30 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
 
+    # -- authorization server (docs/security.md) ------------------------------------------------------
+    auth_issuer: str | None = Field(
+        default=None, description="Token issuer (`iss`); default: the public FHIR base URL."
+    )
+    access_token_lifetime: int = Field(default=15 * 60, description="Seconds; user (app launch) tokens.")
+    backend_token_lifetime: int = Field(default=5 * 60, description="Seconds; client_credentials tokens.")
+    refresh_token_lifetime: int = Field(
+        default=30 * 24 * 3600, description="Seconds an offline_access refresh token stays usable."
+    )
+    auth_code_lifetime: int = Field(default=120, description="Seconds an authorization code is redeemable.")
+    launch_lifetime: int = Field(default=3600, description="Seconds an EHR `launch` id stays valid.")
+    session_idle_timeout: int = Field(
+        default=15 * 60, description="Seconds of inactivity that end a sign-in session (automatic logoff)."
+    )
+    session_lifetime: int = Field(default=12 * 3600, description="Absolute sign-in session lifetime (s).")
+    require_2fa_for_staff: bool = Field(
+        default=True, description="Staff (every role but `patient`) must pass TOTP to sign in."
+    )
+
+    @property
+    def max_token_lifetime(self) -> int:
+        """How long a retired signing key must keep verifying (the longest-lived JWT it signed)."""
+        return max(self.access_token_lifetime, self.backend_token_lifetime)
+
     @cached_property
     def async_database_url(self) -> str:
         """The configured URL in the form SQLAlchemy's asyncpg dialect expects."""

@@ -15,9 +15,12 @@ from pms import __version__
 from pms.api.errors import install_error_handlers
 from pms.api.fhir import docs
 from pms.api.fhir.routes import router as fhir_router
+from pms.api.oauth import router as oauth_router
+from pms.auth.assertions import JwksFetcher
 from pms.config import Settings, get_settings
 from pms.core.db import Database
 from pms.fhir.validation import validate_resource
+from pms.storage.identity import KeyCache
 from pms.storage.registry_provider import RegistryProvider
 
 DESCRIPTION = """\
@@ -42,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = await Database.open(settings)
+        app.state.keys = KeyCache(app.state.db)  # token signing/verification keys (storage/identity.py)
         try:
             yield
         finally:
@@ -51,7 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.validator = validate_resource
     app.state.registry_provider = RegistryProvider(ttl=settings.search_registry_ttl)
+    app.state.jwks_fetcher = JwksFetcher()  # backend clients' registered JWKS URLs, cached
     install_error_handlers(app)
+    # Before the FHIR router: /fhir/.well-known/... must not be taken for /fhir/{type}/{id}.
+    app.include_router(oauth_router)
     app.include_router(fhir_router)
 
     @app.get("/health", response_model=Health, tags=["system"], summary="Liveness and database reachability")
