@@ -12,9 +12,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pms.auth.context import AccessContext
+from pms.auth.scopes import Interaction
 from pms.core.errors import conflict, gone, not_found, precondition_failed
 from pms.fhir import jsonio
+from pms.fhir.definitions import resource_types
 from pms.fhir.resource import Validator, check_id, stamp, validate
+from pms.storage.guard import Guard
 from pms.storage.indexer import Indexer
 from pms.storage.pending import PendingCreates
 from pms.storage.records import StoredVersion
@@ -45,6 +49,7 @@ class FhirRepository:
         *,
         validator: Validator,
         indexer: Indexer,
+        access: AccessContext | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.conn = conn
@@ -52,6 +57,8 @@ class FhirRepository:
         self.indexer = indexer
         self.clock = clock
         self.pending = PendingCreates()
+        # Every resource touched is checked against the caller's access (None: internal view).
+        self.guard = Guard(access)
 
     async def flush(self) -> None:
         """Write buffered creates and index rows: before any read of the store, and before the unit of
@@ -68,6 +75,7 @@ class FhirRepository:
     # -- reads -------------------------------------------------------------------------------------------
 
     async def read(self, resource_type: str, id_: str) -> StoredVersion:
+        self.guard.require_type("read", resource_type)
         await self.flush()
         row = (
             await self.conn.execute(
@@ -80,9 +88,12 @@ class FhirRepository:
             raise not_found(f"{resource_type}/{id_} is not known")
         if row.deleted:
             raise gone(f"{resource_type}/{id_} was deleted (version {row.version_id})")
-        return StoredVersion(resource_type, id_, row.version_id, row.last_updated, False, row.content)
+        stored = StoredVersion(resource_type, id_, row.version_id, row.last_updated, False, row.content)
+        self.guard.require_stored("read", stored)
+        return stored
 
     async def vread(self, resource_type: str, id_: str, version_id: int) -> StoredVersion:
+        self.guard.require_type("vread", resource_type)
         await self.flush()
         row = (
             await self.conn.execute(
@@ -104,7 +115,11 @@ class FhirRepository:
             raise not_found(f"{resource_type}/{id_} has no version {version_id}")
         if row.deleted:
             raise gone(f"Version {version_id} of {resource_type}/{id_} is a deletion")
-        return StoredVersion(resource_type, id_, version_id, row.last_updated, False, row.content, row.method)
+        stored = StoredVersion(
+            resource_type, id_, version_id, row.last_updated, False, row.content, row.method
+        )
+        self.guard.require_stored("vread", stored)
+        return stored
 
     async def current_version(self, resource_type: str, id_: str) -> StoredVersion | None:
         """The current version (deleted or not) without raising, for conditional logic."""
@@ -126,6 +141,7 @@ class FhirRepository:
         """Store a new resource with a server-assigned id (http.html#create: a body id is ignored)."""
         validate(body, self.validator)
         resource_type = body["resourceType"]
+        self.guard.require_resource("create", body)
         id_ = id_ or new_id()
         now = self.clock()
         stamped = stamp(body, id_=id_, version_id=1, last_updated=now)
@@ -147,10 +163,11 @@ class FhirRepository:
         check_id(id_)
         validate(body, self.validator)
         resource_type = body["resourceType"]
+        self.guard.require_resource("update", body)
         while True:
             locked = (
                 await self.conn.execute(
-                    select(resource.c.rid, resource.c.version_id, resource.c.deleted)
+                    select(resource.c.rid, resource.c.version_id, resource.c.deleted, resource.c.content)
                     .where(resource.c.resource_type == resource_type, resource.c.id == id_)
                     .with_for_update()
                 )
@@ -168,6 +185,7 @@ class FhirRepository:
                 raise precondition_failed(
                     f"{resource_type}/{id_} is at version {locked.version_id}, not {if_match} (If-Match)"
                 )
+            self._require_locked("update", resource_type, id_, locked)
             stored = await self._write_version(
                 locked.rid, body, resource_type, id_, locked.version_id + 1, "PUT"
             )
@@ -180,9 +198,10 @@ class FhirRepository:
         await self.flush()
         validate(body, self.validator)
         resource_type = body["resourceType"]
+        self.guard.require_resource("patch", body)
         locked = (
             await self.conn.execute(
-                select(resource.c.rid, resource.c.version_id, resource.c.deleted)
+                select(resource.c.rid, resource.c.version_id, resource.c.deleted, resource.c.content)
                 .where(resource.c.resource_type == resource_type, resource.c.id == id_)
                 .with_for_update()
             )
@@ -194,16 +213,18 @@ class FhirRepository:
                 f"{resource_type}/{id_} changed while it was being patched "
                 f"(now at version {locked.version_id})"
             )
+        self._require_locked("patch", resource_type, id_, locked)
         return await self._write_version(locked.rid, body, resource_type, id_, expected_version + 1, method)
 
     async def delete(
         self, resource_type: str, id_: str, *, if_match: int | None = None
     ) -> StoredVersion | None:
         """Record a deletion as a new version. Returns None when there was nothing to delete."""
+        self.guard.require_type("delete", resource_type)
         await self.flush()
         locked = (
             await self.conn.execute(
-                select(resource.c.rid, resource.c.version_id, resource.c.deleted)
+                select(resource.c.rid, resource.c.version_id, resource.c.deleted, resource.c.content)
                 .where(resource.c.resource_type == resource_type, resource.c.id == id_)
                 .with_for_update()
             )
@@ -218,6 +239,7 @@ class FhirRepository:
             )
         if locked.deleted:
             return None
+        self._require_locked("delete", resource_type, id_, locked)
         now = self.clock()
         version_id = locked.version_id + 1
         await self.conn.execute(
@@ -258,6 +280,11 @@ class FhirRepository:
             rv.c.method,
         )
         conditions: list[Any] = []
+        if id_ is None:
+            types = (resource_type,) if resource_type is not None else resource_types()
+            self.guard.require_unrestricted("history", types)
+        else:
+            self.guard.require_type("history", resource_type or "")
         if id_ is not None and resource_type is not None:
             rid = (
                 await self.conn.execute(
@@ -289,12 +316,16 @@ class FhirRepository:
             query = query.where(and_(*conditions))
         query = query.order_by(rv.c.last_updated.desc(), rv.c.rid.desc(), rv.c.version_id.desc()).limit(limit)
         rows = (await self.conn.execute(query)).all()
-        return [
+        versions = [
             StoredVersion(
                 r.resource_type, r.id, r.version_id, r.last_updated, r.deleted, r.content, r.method, r.rid
             )
             for r in rows
         ]
+        if id_ is not None:
+            for version in versions:
+                self.guard.require_stored("history", version)
+        return versions
 
     async def types_by_id(self, ids: list[str]) -> dict[str, list[str]]:
         """The resource types that currently hold each of these ids (one query, for bundle placeholders)."""
@@ -318,6 +349,15 @@ class FhirRepository:
         ).scalar_one_or_none()
 
     # -- internals ---------------------------------------------------------------------------------------
+
+    def _require_locked(self, interaction: Interaction, resource_type: str, id_: str, locked: Any) -> None:
+        """The stored version being replaced must be within the caller's access too (no moving a
+        resource out of, or overwriting one outside, the caller's compartment)."""
+        if not locked.deleted:
+            current = StoredVersion(
+                resource_type, id_, locked.version_id, self.clock(), False, locked.content
+            )
+            self.guard.require_stored(interaction, current)
 
     async def _insert_if_absent(
         self, body: dict[str, Any], resource_type: str, id_: str
