@@ -53,7 +53,7 @@ from pms.auth.assertions import (
     verify_client_assertion,
 )
 from pms.auth.scopes import ScopeSet, parse_scopes, scope_within
-from pms.auth.tokens import InvalidToken, issue_access_token, issue_id_token
+from pms.auth.tokens import Claims, InvalidToken, issue_access_token, issue_id_token
 from pms.config import Settings
 from pms.core.db import Database
 from pms.core.errors import AppError
@@ -1534,16 +1534,6 @@ async def _authorize_step(flow: _Flow, step: str | None, form: Mapping[str, str]
         )
     if step == "consent":
         if form.get("decision") != "approve":
-            await record_auth_event(
-                flow.request,
-                flow.conn,
-                kind="token",
-                outcome=Outcome.MINOR_FAILURE,
-                description="authorization denied by the user",
-                user=flow.user,
-                client_id=flow.auth.client.client_id,
-                grant_type="authorization_code",
-            )
             raise AuthorizeRefusal(
                 "access_denied",
                 "the user denied the request",
@@ -1624,10 +1614,116 @@ async def authorize(request: Request) -> Response:
         flow = _Flow(request, conn, auth, csrf, now)
         try:
             response = await _authorize_step(flow, step, form)
-        except AuthorizeRefusal as refusal:
+        except AuthorizeRefusal as refusal:  # denied consent, a launch of another user, no patient
+            await record_auth_event(
+                request,
+                conn,
+                kind="token",
+                outcome=Outcome.MINOR_FAILURE,
+                description=f"authorization refused: {refusal.error}: {refusal.description}",
+                user=flow.user,
+                client_id=auth.client.client_id,
+                grant_type="authorization_code",
+            )
             response = refusal.response(request)
         response = _finish(flow, response)
     return response
+
+
+# -- bearer tokens and EHR launch contexts -------------------------------------------------------------------
+
+
+async def verify_bearer(request: Request, token: str) -> Claims:
+    """Verify an access token presented to this server (the FHIR endpoints' entry point): RS256 with a
+    key of ours (reloaded once on an unknown kid), `aud` = our FHIR base, `iss` = our issuer, within its
+    lifetime. Raises `InvalidToken`. Revocation (RFC 7009) is `identity.access_token_revoked`."""
+    return await _keys(request).verify_access_token(
+        token, audience=fhir_base(request), issuer=issuer_of(request)
+    )
+
+
+def _bearer_error(error: str, description: str, status: int) -> JSONResponse:
+    # RFC 6750 §3: the WWW-Authenticate challenge names the error for invalid or missing tokens.
+    challenge = f'Bearer realm="pms", error="{error}", error_description="{description}"'
+    headers = {**NO_STORE, "WWW-Authenticate": challenge} if status == 401 else NO_STORE
+    return JSONResponse(
+        {"error": error, "error_description": description}, status_code=status, headers=headers
+    )
+
+
+class LaunchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    patient: str
+    encounter: str | None = None
+
+
+class LaunchResponse(BaseModel):
+    launch: str
+    expires_in: int
+
+
+async def _launch_context_problem(
+    request: Request, conn: AsyncConnection, user: UserAccount, body: LaunchRequest
+) -> str | None:
+    repo = await _repository(request, conn)
+    patient = await repo.current_version("Patient", body.patient)
+    if patient is None or patient.deleted:
+        return f"Patient/{body.patient} does not exist"
+    if not _is_staff(user) and user.fhir_user != f"Patient/{body.patient}":
+        return "a portal user can launch apps only for their own record"
+    if body.encounter is not None:
+        encounter = await repo.current_version("Encounter", body.encounter)
+        if encounter is None or encounter.deleted or encounter.content is None:
+            return f"Encounter/{body.encounter} does not exist"
+        subject = (orjson.loads(encounter.content).get("subject") or {}).get("reference")
+        if subject != f"Patient/{body.patient}":
+            return "the encounter is not the patient's"
+    return None
+
+
+@router.post(
+    "/oauth2/launch",
+    summary="Create an EHR launch context (SMART `launch` parameter) for the signed-in user",
+    response_model=LaunchResponse,
+    responses={
+        400: {"model": OAuthErrorBody},
+        401: {"model": OAuthErrorBody},
+        403: {"model": OAuthErrorBody},
+    },
+)
+async def create_launch(request: Request, body: LaunchRequest) -> Response:
+    """The EHR (our SPA) calls this with its user's access token before opening a SMART app with
+    `?launch=<id>&iss=<FHIR base>` (app-launch.html#launch-app-ehr-launch). The launch id carries the
+    patient (and encounter) into the app's authorization, for this user only, for a limited time."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return _bearer_error("invalid_request", "a Bearer access token is required", 401)
+    try:
+        claims = await verify_bearer(request, token.strip())
+    except InvalidToken:
+        return _bearer_error("invalid_token", "the access token is invalid or expired", 401)
+    settings = _settings(request)
+    now = _now()
+    async with _db(request).transaction() as conn:
+        if await identity.access_token_revoked(conn, jti=claims.token_id):
+            return _bearer_error("invalid_token", "the access token was revoked", 401)
+        user = await accounts.get_user(conn, user_id=uuid.UUID(claims.user_id)) if claims.user_id else None
+        if user is None or user.disabled:
+            return _bearer_error("insufficient_scope", "only a signed-in user can create a launch", 403)
+        problem = await _launch_context_problem(request, conn, user, body)
+        if problem is not None:
+            status = 403 if "own record" in problem else 400
+            return _bearer_error("invalid_request", problem, status)
+        context = {"patient": body.patient} | ({"encounter": body.encounter} if body.encounter else {})
+        launch = await identity.create_launch(
+            conn,
+            context=context,
+            created_by=user.user_id,
+            expires_at=now + timedelta(seconds=settings.launch_lifetime),
+        )
+    return JSONResponse(
+        LaunchResponse(launch=launch, expires_in=settings.launch_lifetime).model_dump(), headers=NO_STORE
+    )
 
 
 # -- logout ------------------------------------------------------------------------------------------------

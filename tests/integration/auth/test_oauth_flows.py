@@ -89,6 +89,12 @@ class Browser:
         form = forms_of(page.text)[step]
         return await self.http.post(form.action, data={**form.fields, **values})
 
+    @classmethod
+    def wrap(cls, http: httpx.AsyncClient) -> Browser:
+        browser = cls.__new__(cls)
+        browser.http = http
+        return browser
+
     async def aclose(self) -> None:
         await self.http.aclose()
 
@@ -557,14 +563,16 @@ class TestEhrLaunch:
         assert smart.launch_context["need_patient_banner"] is False
 
     async def test_practitioner_ehr_launch_skips_the_picker(self, world: World, browser: Browser) -> None:
+        """The EHR (a user's app session) creates the launch at /oauth2/launch; the SMART app launched with
+        it gets the patient and encounter without a picker."""
         doctor = await _new_staff(world, "ehr")
-        async with world.db.transaction() as conn:
-            launch = await identity.create_launch(
-                conn,
-                context={"patient": world.patients[2], "encounter": world.encounter},
-                created_by=doctor.user_id,
-                expires_at=datetime.now(UTC) + timedelta(minutes=5),
-            )
+        ehr = await _exchange(world, browser, username=doctor.username, scope="openid fhirUser user/*.rs")
+        created = await _create_launch(
+            world, ehr["access_token"], {"patient": world.patients[1], "encounter": world.encounter}
+        )
+        assert created.status_code == 200, created.text
+        launch = created.json()["launch"]
+        assert created.json()["expires_in"] == 3600
         verifier = pkce.make_verifier()
         url = authorize_url(
             world,
@@ -573,22 +581,52 @@ class TestEhrLaunch:
             launch=launch,
             scope="launch launch/patient patient/*.rs",
         )
-        signed = await sign_in(browser, url, username=doctor.username)
+        signed = await sign_in(browser, url, username=doctor.username)  # same browser session: no sign-in
         assert not any("pick" in p for p in signed.pages)
-        body = (
-            await token_request(
-                world,
-                {
-                    "grant_type": "authorization_code",
-                    "code": signed.params["code"],
-                    "redirect_uri": REDIRECT,
-                    "code_verifier": verifier,
-                    "client_id": world.public_app.client_id,
-                },
-            )
-        ).json()
-        assert body["patient"] == world.patients[2] and body["encounter"] == world.encounter
+        body = await _redeem(world, signed.params["code"], verifier)
+        assert body["patient"] == world.patients[1] and body["encounter"] == world.encounter
         assert body["need_patient_banner"] is False
+
+    async def test_launch_endpoint_refusals(self, world: World, browser: Browser) -> None:
+        missing = await _create_launch(world, None, {"patient": world.patients[0]})
+        assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
+        bogus = await _create_launch(world, "a.b.c", {"patient": world.patients[0]})
+        assert bogus.status_code == 401 and 'error="invalid_token"' in bogus.headers["www-authenticate"]
+        backend = await token_request(
+            world,
+            {"grant_type": "client_credentials", "scope": "system/MedicationRequest.rs"},
+            auth=(world.basic_backend.client_id, world.basic_secret),
+        )
+        as_backend = await _create_launch(
+            world, backend.json()["access_token"], {"patient": world.patients[0]}
+        )
+        assert as_backend.status_code == 403
+        portal = await _exchange(world, browser, username=world.portal.username, scope="openid user/*.rs")
+        own = await _create_launch(world, portal["access_token"], {"patient": world.patients[0]})
+        assert own.status_code == 200
+        other = await _create_launch(world, portal["access_token"], {"patient": world.patients[1]})
+        assert other.status_code == 403
+        doctor = await _new_staff(world, "ehr2")
+        async with httpx.AsyncClient(base_url=world.server_url) as fresh:
+            staff = await _exchange(world, Browser.wrap(fresh), username=doctor.username, scope="user/*.rs")
+        for context in (
+            {"patient": "does-not-exist"},
+            {"patient": world.patients[0], "encounter": world.encounter},  # the encounter is patients[1]'s
+            {"patient": world.patients[0], "extra": "x"},
+        ):
+            refused = await _create_launch(world, staff["access_token"], context)
+            assert refused.status_code == 400, (context, refused.text)
+        # A launch belongs to the user who created it: someone else cannot redeem it.
+        theirs = (await _create_launch(world, staff["access_token"], {"patient": world.patients[0]})).json()
+        url = authorize_url(
+            world,
+            world.public_app,
+            verifier=pkce.make_verifier(),
+            launch=theirs["launch"],
+            scope="launch patient/*.rs",
+        )
+        signed = await sign_in(browser, url, username=world.portal.username)
+        assert signed.params["error"] == "access_denied"
 
     async def test_unknown_launch_is_refused(self, world: World, browser: Browser) -> None:
         url = authorize_url(
@@ -610,6 +648,37 @@ async def _new_staff(
             roles=list(roles),
             fhir_user=f"Practitioner/{suffix}",
         )
+
+
+async def _redeem(world: World, code: str, verifier: str) -> dict[str, Any]:
+    response = await token_request(
+        world,
+        {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": verifier,
+            "client_id": world.public_app.client_id,
+        },
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def _exchange(world: World, browser: Browser, *, username: str, scope: str) -> dict[str, Any]:
+    """Sign `username` in (enrolling 2FA if needed) and redeem the code for tokens."""
+    verifier = pkce.make_verifier()
+    signed = await sign_in(
+        browser, authorize_url(world, world.public_app, verifier=verifier, scope=scope), username=username
+    )
+    return await _redeem(world, signed.params["code"], verifier)
+
+
+async def _create_launch(world: World, token: str | None, context: dict[str, Any]) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=world.server_url) as http:
+        return await http.post("/oauth2/launch", json=context, headers=headers)
 
 
 # -- backend services ---------------------------------------------------------------------------------------
