@@ -63,6 +63,7 @@ SEED_BUNDLE_SIZE = 500
 UPDATED_PATIENTS = 500
 PROFILE_SECONDS = 8
 INGEST_CONCURRENCY = (2, 4)
+BENCH_SCOPES = "system/*.cruds"  # the bench's OAuth client may do everything, like a backend integration
 SERVER_MAX_CONNECTIONS = WORKERS * (10 + 10 + 10)  # per worker: SQLAlchemy pool + overflow, fast-read pool
 FHIR_JSON = "application/fhir+json"
 NOISY_PCT = 10.0  # other processes' share of the CPUs above which a figure is flagged
@@ -169,11 +170,11 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[rank]
 
 
-def run(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None) -> str:
+def run(cmd: Sequence[str], *, timeout: float, stdin: str | None = None) -> str:
     """Run a command to completion (killed on timeout); its stdout, or BenchError with its output."""
     try:
         done = subprocess.run(
-            list(cmd), capture_output=True, text=True, timeout=timeout, env=env, check=False
+            list(cmd), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired as error:
         raise BenchError(f"{cmd[0]} timed out after {timeout:.0f}s: {' '.join(cmd)}") from error
@@ -234,11 +235,41 @@ def migrate(database_url: str) -> None:
 
 
 @dataclass
+class Auth:
+    """Bearer tokens, when the server wants them: SMART Backend Services (client_credentials, client secret
+    over HTTP Basic), refreshed a minute before they expire. Without a token_url the server is open."""
+
+    token_url: str | None = None
+    client_id: str = ""
+    secret: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
+    expires_at: float = 0.0
+
+    def headers(self) -> dict[str, str]:
+        if self.token_url is None:
+            return {}
+        if time.monotonic() > self.expires_at - 60:
+            self._refresh(self.token_url)
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def _refresh(self, token_url: str) -> None:
+        form = {"grant_type": "client_credentials", "scope": BENCH_SCOPES}
+        with httpx.Client(timeout=30, trust_env=False) as client:
+            response = client.post(token_url, data=form, auth=(self.client_id, self.secret))
+        if response.status_code != 200:
+            raise BenchError(f"token endpoint answered {response.status_code}: {response.text[:2000]}")
+        body = response.json()
+        self.token = body["access_token"]
+        self.expires_at = time.monotonic() + float(body.get("expires_in", 300))
+
+
+@dataclass
 class Server:
     name: str
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    auth: Auth = field(default_factory=Auth)
 
     @property
     def url(self) -> str:
@@ -333,6 +364,39 @@ def running_server(name: str, command: list[str], database_url: str, port: int) 
         stop_process_group(process)
         log(f"stopped {name}")
         log_path.unlink(missing_ok=True)
+
+
+def register_client(database_url: str) -> tuple[str, str] | None:
+    """(client_id, secret) of a backend-service client registered with `pms client create`; None when this
+    checkout's CLI has no such command (a server without authorization)."""
+    pms = str(BIN / "pms")
+    probe = subprocess.run([pms, "client", "create", "--help"], capture_output=True, timeout=60, check=False)
+    if probe.returncode != 0:
+        return None
+    client_id, secret = f"fhir-core-bench-{secrets.token_hex(4)}", secrets.token_urlsafe(32)
+    options = ["--grant", "client_credentials", "--scopes", BENCH_SCOPES, "--client-id", client_id]
+    command = [pms, "client", "create", "--name", "fhir_core_bench", *options, "--secret-stdin"]
+    run([*command, "--database-url", database_url], timeout=120, stdin=secret)
+    return client_id, secret
+
+
+def connect_auth(server: Server, client: tuple[str, str] | None) -> None:
+    """Give the server's Auth a token source if it answers 401 to an anonymous FHIR request."""
+    with httpx.Client(base_url=server.url, timeout=30, trust_env=False) as http:
+        if http.get("/fhir/Patient/pms-bench-probe").status_code != 401:
+            log("the server takes anonymous requests")
+            return
+        config = http.get("/fhir/.well-known/smart-configuration")
+    if client is None:
+        raise BenchError("the server wants bearer tokens, and there is no `pms client create` to get some")
+    token_url = f"{server.url}/oauth2/token"
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        discovered = str(config.json()["token_endpoint"])
+        if urlsplit(discovered).hostname in LOCAL_HOSTS:
+            token_url = discovered
+    server.auth = Auth(token_url, *client)
+    server.auth.headers()  # fails here, loudly, if the client cannot get a token
+    log(f"the server wants bearer tokens: client_credentials as {client[0]} ({BENCH_SCOPES}) at {token_url}")
 
 
 # -- load from other processes (this is a shared 2-core machine) ------------------------------------------
@@ -487,9 +551,10 @@ def transaction(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 
-async def post_bundle(client: httpx.AsyncClient, body: bytes | dict[str, Any]) -> dict[str, Any]:
+async def post_bundle(client: httpx.AsyncClient, auth: Auth, body: bytes | dict[str, Any]) -> dict[str, Any]:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    response = await client.post("/fhir", content=content, headers={"Content-Type": FHIR_JSON})
+    headers = {"Content-Type": FHIR_JSON, **auth.headers()}
+    response = await client.post("/fhir", content=content, headers=headers)
     if response.status_code != 200:
         raise BenchError(f"POST /fhir answered {response.status_code}:\n{response.text[:4000]}")
     result: dict[str, Any] = response.json()
@@ -505,11 +570,11 @@ def location_id(entry: dict[str, Any]) -> tuple[str, int]:
     return match.group(1), int(match.group(2))
 
 
-async def seed(base_url: str) -> tuple[list[str], list[tuple[str, int]]]:
+async def seed(server: Server) -> tuple[list[str], list[tuple[str, int]]]:
     """Create the Patients, update a subset; (ids, [(id, version)] for every version stored)."""
     rng = random.Random(20261122)
     ids: list[str] = []
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, trust_env=False) as client:
+    async with httpx.AsyncClient(base_url=server.url, timeout=120, trust_env=False) as client:
         for start in range(0, SEED_PATIENTS, SEED_BUNDLE_SIZE):
             entries = [
                 {
@@ -519,7 +584,7 @@ async def seed(base_url: str) -> tuple[list[str], list[tuple[str, int]]]:
                 }
                 for i in range(start, min(start + SEED_BUNDLE_SIZE, SEED_PATIENTS))
             ]
-            result = await post_bundle(client, transaction(entries))
+            result = await post_bundle(client, server.auth, transaction(entries))
             ids.extend(location_id(e)[0] for e in result["entry"])
         updated = ids[:UPDATED_PATIENTS]
         entries = [
@@ -529,11 +594,12 @@ async def seed(base_url: str) -> tuple[list[str], list[tuple[str, int]]]:
             }
             for i, id_ in enumerate(updated)
         ]
-        result = await post_bundle(client, transaction(entries))
+        result = await post_bundle(client, server.auth, transaction(entries))
         versions = [location_id(e) for e in result["entry"]]
         if any(v != 2 for _, v in versions):
             raise BenchError(f"updates did not make version 2: {versions[:5]}")
-        check = await client.get(f"/fhir/Patient/{ids[-1]}", headers={"Accept": FHIR_JSON})
+        headers = {"Accept": FHIR_JSON, **server.auth.headers()}
+        check = await client.get(f"/fhir/Patient/{ids[-1]}", headers=headers)
         if check.status_code != 200:
             raise BenchError(f"reading a seeded Patient answered {check.status_code}: {check.text[:2000]}")
     pairs = [(id_, 1) for id_ in ids] + [(id_, 2) for id_ in updated]
@@ -549,9 +615,11 @@ class Workload:
     ids_file: Path | None
 
 
-def wrk_command(url: str, workload: Workload, connections: int, seconds: float) -> list[str]:
+def wrk_command(server: Server, workload: Workload, connections: int, seconds: float) -> list[str]:
     options = ["-t2", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
-    command = ["wrk", *options, "-s", str(WRK_SCRIPT), url, "--", workload.operation]
+    for name, value in server.auth.headers().items():
+        options += ["-H", f"{name}: {value}"]
+    command = ["wrk", *options, "-s", str(WRK_SCRIPT), server.url, "--", workload.operation]
     return [*command, str(workload.ids_file)] if workload.ids_file else command
 
 
@@ -576,8 +644,8 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def run_wrk(url: str, workload: Workload, connections: int, seconds: float) -> WrkResult:
-    return parse_wrk(run(wrk_command(url, workload, connections, seconds), timeout=seconds + 60))
+def run_wrk(server: Server, workload: Workload, connections: int, seconds: float) -> WrkResult:
+    return parse_wrk(run(wrk_command(server, workload, connections, seconds), timeout=seconds + 60))
 
 
 def report_failures(what: str, result: WrkResult) -> None:
@@ -589,13 +657,13 @@ def report_failures(what: str, result: WrkResult) -> None:
 
 
 def measure(
-    url: str, workload: Workload, connections: int, args: argparse.Namespace, meter: LoadMeter
+    server: Server, workload: Workload, connections: int, args: argparse.Namespace, meter: LoadMeter
 ) -> WrkResult:
-    what = f"{workload.operation} @ {connections} connections ({url})"
-    warm = run_wrk(url, workload, connections, args.warmup)
+    what = f"{workload.operation} @ {connections} connections ({server.name})"
+    warm = run_wrk(server, workload, connections, args.warmup)
     report_failures(f"warm-up of {what}", warm)
     with meter.measuring() as load:
-        result = run_wrk(url, workload, connections, args.duration)
+        result = run_wrk(server, workload, connections, args.duration)
     result.load = load
     log(
         f"{what}: {result.rps:,.0f} req/s  p50 {result.p50_ms:.2f}  p95 {result.p95_ms:.2f}  "
@@ -650,7 +718,7 @@ class IngestResult:
 
 
 async def ingest(
-    base_url: str, bundles: list[SyntheaBundle], concurrency: int, stop_after: float | None = None
+    server: Server, bundles: list[SyntheaBundle], concurrency: int, stop_after: float | None = None
 ) -> IngestResult:
     """POST the bundles with `concurrency` clients; every answer must be 200. With stop_after, the clients
     stop taking new bundles after that many seconds (the profiling run)."""
@@ -665,26 +733,26 @@ async def ingest(
             if stop_after is not None and time.perf_counter() - start > stop_after:
                 return
             began = time.perf_counter()
-            await post_bundle(client, bundle.body)
+            await post_bundle(client, server.auth, bundle.body)
             latencies.append((time.perf_counter() - began) * 1000)
             done_resources += bundle.resources
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, timeout=300, limits=limits, trust_env=False) as client:
+    async with httpx.AsyncClient(base_url=server.url, timeout=300, limits=limits, trust_env=False) as client:
         await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
     return IngestResult(time.perf_counter() - start, len(latencies), done_resources, latencies)
 
 
 def measure_ingest(
-    base_url: str,
+    server: Server,
     prelude: list[SyntheaBundle],
     patients: list[SyntheaBundle],
     concurrency: int,
     meter: LoadMeter,
 ) -> Row:
-    asyncio.run(ingest(base_url, prelude, 1))  # organisations, practitioners: untimed, before the patients
+    asyncio.run(ingest(server, prelude, 1))  # organisations, practitioners: untimed, before the patients
     with meter.measuring() as load:
-        result = asyncio.run(ingest(base_url, patients, concurrency))
+        result = asyncio.run(ingest(server, patients, concurrency))
     rate = result.resources / result.seconds
     p50, p95, p99 = (percentile(result.latencies_ms, p) for p in (50, 95, 99))
     log(
@@ -745,7 +813,7 @@ def measure_bare_endpoint(
     port = free_port()
     command = uvicorn_command("bare_endpoint:create_app", port, app_dir=ROOT / "bench")
     with running_server("bare-endpoint", command, database_url, port) as bare:
-        return measure(bare.url, read, BARE_CONNECTIONS, args, meter)
+        return measure(bare, read, BARE_CONNECTIONS, args, meter)
 
 
 async def _free_connection_slots(admin_url: str) -> int:
@@ -882,7 +950,7 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
 
 def profile_wrk(server: Server, workload: Workload, connections: int) -> str:
     load = subprocess.Popen(
-        wrk_command(server.url, workload, connections, PROFILE_SECONDS + 4),
+        wrk_command(server, workload, connections, PROFILE_SECONDS + 4),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -902,7 +970,7 @@ def profile_ingest(server: Server, patients: list[SyntheaBundle], concurrency: i
     if not profiler.start(server):
         return "  no worker process found to profile"
     try:
-        asyncio.run(ingest(server.url, patients, concurrency, stop_after=PROFILE_SECONDS + 1))
+        asyncio.run(ingest(server, patients, concurrency, stop_after=PROFILE_SECONDS + 1))
     finally:
         summary = profiler.finish()
     return f"  all workers under transaction ingest @ {concurrency} clients\n{summary}"
@@ -1078,7 +1146,7 @@ def measure_interactions(
             if operation == "read" and connections == BARE_CONNECTIONS:
                 bare = measure_bare_endpoint(database_url, read, args, meter)
                 rows.append(wrk_row(BARE, connections, bare))
-            result = measure(server.url, workload, connections, args, meter)
+            result = measure(server, workload, connections, args, meter)
             rows.append(wrk_row(operation, connections, result))
     return rows
 
@@ -1126,6 +1194,7 @@ def run_metadata(command: list[str], args: argparse.Namespace) -> dict[str, Any]
 def bench(args: argparse.Namespace) -> int:
     require_local(args.admin_url)
     prelude, patients = load_synthea(args.synthea)
+    patients = patients[: args.ingest_bundles]
     if args.wait_quiet > 0:
         log(f"machine load before the run: {wait_for_quiet(args.wait_quiet):.0f}% CPU")
     pgbench = pgbench_tps(args.admin_url)  # first, while none of our servers holds connections
@@ -1136,11 +1205,13 @@ def bench(args: argparse.Namespace) -> int:
         migrate(database_url)
         port = free_port()
         command = pms_serve_command(port) or uvicorn_command("pms.main:create_app", port)
+        client = register_client(database_url)
         server = stack.enter_context(running_server("pms", command, database_url, port))
+        connect_auth(server, client)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pms-bench-")))
 
         log(f"seeding {SEED_PATIENTS:,} Patients, updating {UPDATED_PATIENTS}")
-        ids, versions = asyncio.run(seed(server.url))
+        ids, versions = asyncio.run(seed(server))
         ids_file, versions_file = write_ids(tmp, ids, versions)
         workloads = {
             "read": Workload("read", ids_file),
@@ -1150,7 +1221,7 @@ def bench(args: argparse.Namespace) -> int:
         }
         meter = LoadMeter(args.admin_url, urlsplit(database_url).path.lstrip("/"))
         rows = measure_interactions(server, database_url, workloads, args, meter)
-        rows += [measure_ingest(server.url, prelude, patients, c, meter) for c in INGEST_CONCURRENCY]
+        rows += [measure_ingest(server, prelude, patients, c, meter) for c in INGEST_CONCURRENCY]
         rows.append(pgbench)
         add_ratios(rows)
         checks = verdicts(rows)
@@ -1182,6 +1253,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=120,
         help="wait up to this many seconds for other processes to leave the CPUs idle first (default 120)",
+    )
+    parser.add_argument(
+        "--ingest-bundles", type=int, default=100, help="Synthea patient Bundles to ingest (default: all 100)"
     )
     parser.add_argument("--no-profile", action="store_true", help="do not run py-spy on targets that miss")
     return parser.parse_args(argv)
