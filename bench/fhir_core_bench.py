@@ -909,6 +909,8 @@ class Profiler:
 
     def start(self, server: Server) -> bool:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        for stale in RESULTS.parent.glob(f"pyspy-{self.name}-*.txt"):  # an earlier run's workers
+            stale.unlink()
         for pid in server.worker_pids():
             out = RESULTS.parent / f"pyspy-{self.name}-{pid}.txt"
             out.unlink(missing_ok=True)
