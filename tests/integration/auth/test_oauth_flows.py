@@ -176,6 +176,7 @@ class World:
     basic_backend: identity.Client
     basic_secret: str
     db: Database
+    settings: Settings
     smart: dict[str, Any] = field(default_factory=dict)
 
 
@@ -291,7 +292,15 @@ async def world(settings: Settings, server_url: str) -> AsyncIterator[World]:
     async with httpx.AsyncClient() as http:
         smart = (await http.get(f"{server_url}/fhir/.well-known/smart-configuration")).json()
     try:
-        yield World(server_url=server_url, fhir=f"{server_url}/fhir", tag=tag, db=db, smart=smart, **seeded)
+        yield World(
+            server_url=server_url,
+            fhir=f"{server_url}/fhir",
+            tag=tag,
+            db=db,
+            settings=settings,
+            smart=smart,
+            **seeded,
+        )
     finally:
         await db.dispose()
 
@@ -491,7 +500,7 @@ class TestStandaloneLaunch:
         assert response.status_code == 200, response.text
         assert response.headers["cache-control"] == "no-store"
         body = response.json()
-        assert body["token_type"] == "Bearer" and body["expires_in"] == 900
+        assert body["token_type"] == "Bearer" and body["expires_in"] == world.settings.access_token_lifetime
         assert body["patient"] == world.patients[0] and body["need_patient_banner"] is True
         assert body["scope"] == "launch/patient openid fhirUser patient/*.read online_access"
         assert "refresh_token" in body
@@ -572,7 +581,7 @@ class TestEhrLaunch:
         )
         assert created.status_code == 200, created.text
         launch = created.json()["launch"]
-        assert created.json()["expires_in"] == 3600
+        assert created.json()["expires_in"] == world.settings.launch_lifetime
         verifier = pkce.make_verifier()
         url = authorize_url(
             world,
@@ -700,7 +709,11 @@ class TestBackendServices:
         )
         assert response.status_code == 200, response.text
         body = response.json()
-        assert body["expires_in"] == 300 and "refresh_token" not in body and "id_token" not in body
+        assert (
+            body["expires_in"] == world.settings.backend_token_lifetime
+            and "refresh_token" not in body
+            and "id_token" not in body
+        )
         claims = verify_access_token(
             body["access_token"], await jwks_ring(world), audience=world.fhir, issuer=world.fhir
         )
