@@ -225,7 +225,7 @@ def consent_page(
     inner = (
         f"<p><strong>{escape(client_name)}</strong> asks to:</p>"
         f'<ul class="scopes">{items}</ul>{patient}'
-        f'<p class="note">Signed in as {escape(username)}. You can revoke this access at any time.</p>'
+        f'<p class="note">Signed in as {escape(username)}.</p>'
         '<button type="submit" name="decision" value="approve">Allow</button> '
         '<button type="submit" name="decision" value="deny" class="secondary">Deny</button>'
     )
