@@ -245,7 +245,7 @@ _OTHER_SCOPES = {
     "launch": "Open in the context of your current session (patient, encounter)",
     "launch/patient": "Work with one patient you choose",
     "launch/encounter": "Work with one encounter",
-    "offline_access": "Keep access after you sign out, until you revoke it",
+    "offline_access": "Keep access after you sign out",
     "online_access": "Keep access while you stay signed in",
 }
 _VERBS = (
