@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 import uvicorn
+from tests.support import SYSTEM_TOKENS, fhir_client
 
 from pms.config import Settings
 from pms.core.db import Database
 from pms.main import create_app
+from pms.storage import identity
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -102,7 +106,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(DATABASE_URL=database_url, max_body_bytes=2 * 1024 * 1024, search_registry_ttl=0)
+    return Settings(
+        DATABASE_URL=database_url,
+        max_body_bytes=2 * 1024 * 1024,
+        search_registry_ttl=0,
+        backend_token_lifetime=3600,  # the suite's system token outlives the run
+    )
 
 
 @pytest.fixture(scope="session")
@@ -123,14 +132,39 @@ async def server_url(settings: Settings) -> AsyncIterator[str]:
         if task.done():
             task.result()
         await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    SYSTEM_TOKENS[url] = await _system_token(url, settings)
+    yield url
     server.should_exit = True
     await task
 
 
+async def _system_token(server_url: str, settings: Settings) -> str:
+    """Register a backend client with system/*.* and get a token for it, as an integrator would."""
+    secret = secrets.token_urlsafe(24)
+    db = await Database.open(settings)
+    try:
+        async with db.transaction() as conn:
+            client = await identity.create_client(
+                conn, name="test suite", kind="confidential", grant_types=["client_credentials"],
+                scopes=["system/*.*"], secret=secret, now=datetime.now(UTC),
+            )
+    finally:
+        await db.dispose()
+    async with httpx.AsyncClient(timeout=60) as http:
+        response = await http.post(
+            f"{server_url}/oauth2/token",
+            data={"grant_type": "client_credentials", "scope": "system/*.*"},
+            auth=(client.client_id, secret),
+        )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
+
+
 @pytest.fixture
 async def client(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
+    async with fhir_client(server_url) as http:
         yield http
 
 

@@ -21,6 +21,7 @@ from pms.config import Settings, get_settings
 from pms.core.db import Database
 from pms.fhir.validation import validate_resource
 from pms.storage.identity import KeyCache
+from pms.storage.principals import PrincipalDirectory
 from pms.storage.registry_provider import RegistryProvider
 
 DESCRIPTION = """\
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = await Database.open(settings)
         app.state.keys = KeyCache(app.state.db)  # token signing/verification keys (storage/identity.py)
+        app.state.principals = PrincipalDirectory(app.state.db)  # token -> AccessContext, cached briefly
         try:
             yield
         finally:

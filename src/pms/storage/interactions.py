@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import jsonpatch
 
+from pms.auth import policy
+from pms.auth.context import AccessContext
 from pms.core.errors import AppError, Issue, bad_request, not_found, not_supported, precondition_failed
 from pms.fhir import bundle as bundles
 from pms.fhir import jsonio
@@ -55,13 +57,23 @@ class Outcome:
 
 class Interactions:
     def __init__(
-        self, repo: FhirRepository, registry: Registry, *, base: str, default_count: int, max_count: int
+        self,
+        repo: FhirRepository,
+        registry: Registry,
+        *,
+        base: str,
+        default_count: int,
+        max_count: int,
+        access: AccessContext | None = None,
     ) -> None:
         self.repo = repo
         self.registry = registry
         self.base = base.rstrip("/")
         self.max_count = max_count
-        self.engine = SearchEngine(repo.conn, registry, base=self.base, default_count=default_count)
+        self.access = access
+        self.engine = SearchEngine(
+            repo.conn, registry, base=self.base, default_count=default_count, access=access
+        )
 
     def parse(
         self, resource_type: str | None, query: list[tuple[str, str]], *, strict: bool
@@ -256,6 +268,8 @@ class Interactions:
         compartment: tuple[str, str] | None = None,
     ) -> Outcome:
         request = self.parse(resource_type, query, strict=strict)
+        if self.access is not None:
+            policy.require(policy.check_search(self.access, request))
         await self.repo.flush()
         result = await self.engine.search(request, compartment=compartment)
         path = _search_path(resource_type, compartment)

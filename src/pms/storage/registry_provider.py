@@ -12,6 +12,7 @@ import orjson
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pms.core.db import Database
 from pms.fhir.searchparams import Registry, SearchParamError, default_registry
 from pms.storage.tables import resource
 
@@ -55,6 +56,13 @@ class RegistryProvider:
         self._registry = default_registry()
         self._version = 0
         self._checked_at = float("-inf")
+
+    async def current(self, db: Database) -> Registry:
+        """The registry, opening a connection only when it is time to check for a newer one."""
+        if time.monotonic() - self._checked_at < self.ttl:
+            return self._registry
+        async with db.reader() as conn:
+            return await self.get(conn)
 
     async def get(self, conn: AsyncConnection) -> Registry:
         now = time.monotonic()

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support import fhir_client
 
 TAG_SYSTEM = "urn:pms-test:search-features"
 LOINC = "http://loinc.org"
@@ -25,7 +26,7 @@ SUBSETTED = "SUBSETTED"
 @pytest.fixture(scope="module")
 async def client(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """One HTTP client per module: the shared per-test `client` costs more to build than most searches."""
-    async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
+    async with fhir_client(server_url) as http:
         yield http
 
 
@@ -65,7 +66,7 @@ class Fixture:
                 for r in resources
             ],
         }
-        async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
+        async with fhir_client(server_url) as http:
             response = await http.post(
                 "", content=json.dumps(bundle), headers={"Content-Type": "application/fhir+json"}
             )
@@ -652,7 +653,7 @@ class TestPaging:
         page = await fx.bundle(client, "/Patient", ("_sort", "family"), ("_count", "2"))
         seen = [fx.label(e["resource"]["id"]) for e in page["entry"]]
         inserts = iter([["f0a", "f3a"], ["f1a", "f9"], ["f2a"], []])
-        async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as other:
+        async with fhir_client(server_url) as other:
             while (url := link(page, "next")) is not None:
                 for family in next(inserts):  # another client writes before and after the current page
                     body = fx.resource("Patient", family, name=[{"family": family}])

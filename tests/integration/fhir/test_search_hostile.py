@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support import fhir_client
 
 TAG_SYSTEM = "urn:pms-test:search-hostile"
 INJECTIONS = (
@@ -31,7 +32,7 @@ INJECTIONS = (
 @pytest.fixture(scope="module")
 async def client(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """One HTTP client per module: the shared per-test `client` costs more to build than most searches."""
-    async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
+    async with fhir_client(server_url) as http:
         yield http
 
 
@@ -63,7 +64,7 @@ class Fixture:
                 for r in resources
             ],
         }
-        async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
+        async with fhir_client(server_url) as http:
             response = await http.post("", json=bundle)
         assert response.status_code == 200, response.text[:2000]
 

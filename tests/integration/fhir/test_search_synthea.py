@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support import fhir_client
 
 from pms.fhir import jsonio
 
@@ -31,7 +32,7 @@ REFERENCE_RE = re.compile(r"(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64}
 @pytest.fixture(scope="module")
 async def client(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """One HTTP client per module: the shared per-test `client` costs more to build than most searches."""
-    async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
+    async with fhir_client(server_url) as http:
         yield http
 
 
@@ -128,7 +129,7 @@ class TestOfficialExamples:
                 for r in examples.values()
             ],
         }
-        async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=120) as http:
+        async with fhir_client(server_url, timeout=120) as http:
             response = await http.post("", content=jsonio.dumps(bundle), headers=FHIR_JSON)
         assert response.status_code == 200, response.text[:2000]
         return run, examples
@@ -298,7 +299,7 @@ class TestSynthea:
         infrastructure, patients = synthea_bundles(shared_dir)
         assert len(infrastructure) == 2 and len(patients) == PATIENT_BUNDLES
         out = []
-        async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=300) as http:
+        async with fhir_client(server_url, timeout=300) as http:
             for bundle in [*infrastructure, *patients]:
                 response = await http.post("", content=jsonio.dumps(bundle), headers=FHIR_JSON)
                 assert response.status_code == 200, response.text[:2000]

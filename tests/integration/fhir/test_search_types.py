@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.support import fhir_client
 
 TAG_SYSTEM = "urn:pms-test:search-types"
 UCUM = "http://unitsofmeasure.org"
@@ -26,7 +27,7 @@ V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 @pytest.fixture(scope="module")
 async def client(server_url: str) -> AsyncIterator[httpx.AsyncClient]:
     """One HTTP client per module: the shared per-test `client` costs more to build than most searches."""
-    async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
+    async with fhir_client(server_url) as http:
         yield http
 
 
@@ -60,7 +61,7 @@ class Fixture:
             ],
         }
         text = re.sub(r'"#num:([-+0-9.eE]+)"', r"\1", json.dumps(bundle))
-        async with httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=60) as http:
+        async with fhir_client(server_url) as http:
             response = await http.post("", content=text, headers={"Content-Type": "application/fhir+json"})
         assert response.status_code == 200, response.text[:2000]
 

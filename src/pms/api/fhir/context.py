@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from starlette.requests import Request
 
+from pms.auth.context import AccessContext
 from pms.config import Settings
 from pms.core.db import Database
 from pms.fhir.resource import Validator
@@ -26,7 +27,9 @@ def fhir_base(request: Request) -> str:
 
 
 @asynccontextmanager
-async def interactions(request: Request, *, write: bool) -> AsyncIterator[Interactions]:
+async def interactions(
+    request: Request, *, write: bool, access: AccessContext | None
+) -> AsyncIterator[Interactions]:
     """Interactions over one unit of work: a transaction for writes, an autocommit reader otherwise."""
     db: Database = request.app.state.db
     settings: Settings = request.app.state.settings
@@ -35,13 +38,14 @@ async def interactions(request: Request, *, write: bool) -> AsyncIterator[Intera
     unit = db.transaction() if write else db.reader()
     async with unit as conn:
         registry = await provider.get(conn)
-        repo = FhirRepository(conn, validator=validator, indexer=Indexer(registry))
+        repo = FhirRepository(conn, validator=validator, indexer=Indexer(registry), access=access)
         yield Interactions(
             repo,
             registry,
             base=fhir_base(request),
             default_count=settings.default_page_size,
             max_count=settings.max_page_size,
+            access=access,
         )
         # Index rows of this unit's writes go in before it commits.
         await repo.flush()

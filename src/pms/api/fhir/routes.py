@@ -11,6 +11,7 @@ from starlette.responses import Response
 from pms.api.fhir import docs
 from pms.api.fhir.context import bundle_processor, fast_reader, fhir_base, interactions
 from pms.api.fhir.negotiation import check_accept, fhir_response, presentation, read_body
+from pms.api.fhir.security import access_for
 from pms.config import Settings
 from pms.core.errors import AppError, Issue
 from pms.fhir.capability import capability_statement
@@ -18,6 +19,7 @@ from pms.fhir.definitions import is_resource_type
 from pms.fhir.preconditions import http_date, search_criteria, version_from_etag
 from pms.fhir.resource import check_id
 from pms.fhir.urls import Target, parse_version
+from pms.storage.guard import Guard
 from pms.storage.interactions import InteractionRequest, Outcome, conditional_read
 from pms.storage.registry_provider import RegistryProvider
 
@@ -97,7 +99,8 @@ async def _run(request: Request, call: InteractionRequest, *, write: bool) -> Re
     check_accept(request)
     view = presentation(request)
     call.strict = view.strict
-    async with interactions(request, write=write) as fhir:
+    access = await access_for(request)
+    async with interactions(request, write=write, access=access) as fhir:
         outcome: Outcome = await fhir.execute(call)
     return fhir_response(
         outcome, view, write=write and call.method != "DELETE", head=request.method == "HEAD"
@@ -159,8 +162,9 @@ async def metadata(request: Request) -> Response:
 async def batch_or_transaction(request: Request) -> Response:
     check_accept(request)
     view = presentation(request)
+    access = await access_for(request)
     body = await read_body(request, max_bytes=_settings(request).max_body_bytes)
-    async with interactions(request, write=True) as fhir:
+    async with interactions(request, write=True, access=access) as fhir:
         result = await bundle_processor(fhir).process(body, prefer=view.prefer_return)
     return fhir_response(Outcome(200, body=result), view)
 
@@ -346,7 +350,10 @@ async def read(request: Request, resource_type: ResourceType, id: ResourceId) ->
     check_accept(request)
     view = presentation(request)
     headers = request.headers
+    guard = Guard(await access_for(request))
+    guard.require_type("read", resource_type)
     stored = await fast_reader(request).read(resource_type, id)
+    guard.require_stored("read", stored)
     outcome = conditional_read(
         stored, headers.get("if-none-match"), http_date(headers.get("if-modified-since"))
     )
@@ -448,5 +455,8 @@ async def vread(
     _check_type(resource_type)
     check_id(id)
     check_accept(request)
+    guard = Guard(await access_for(request))
+    guard.require_type("vread", resource_type)
     stored = await fast_reader(request).vread(resource_type, id, parse_version(version_id))
+    guard.require_stored("vread", stored)
     return fhir_response(Outcome(200, stored), presentation(request), head=request.method == "HEAD")
