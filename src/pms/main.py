@@ -17,9 +17,11 @@ from pms.api.fhir import docs
 from pms.api.fhir.routes import router as fhir_router
 from pms.api.oauth import router as oauth_router
 from pms.auth.assertions import JwksFetcher
+from pms.auth.rbac import role_rows
 from pms.config import Settings, get_settings
 from pms.core.db import Database
 from pms.fhir.validation import validate_resource
+from pms.storage import accounts
 from pms.storage.identity import KeyCache
 from pms.storage.principals import PrincipalDirectory
 from pms.storage.registry_provider import RegistryProvider
@@ -46,6 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = await Database.open(settings)
+        async with app.state.db.transaction() as conn:
+            # The shipped roles exist from the first start on; roles admins edited are left alone.
+            await accounts.seed_roles(conn, roles=role_rows())
         app.state.keys = KeyCache(app.state.db)  # token signing/verification keys (storage/identity.py)
         app.state.principals = PrincipalDirectory(app.state.db)  # token -> AccessContext, cached briefly
         try:
