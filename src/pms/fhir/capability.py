@@ -43,6 +43,7 @@ def _no_extra_parameters(_: str) -> list[tuple[str, str, str, str]]:
 def capability_statement(
     *, base: str, software_version: str, search_parameters: SearchParameterSource = _no_extra_parameters
 ) -> dict[str, Any]:
+    origin = base.rstrip("/").removesuffix("/fhir")
     resources = []
     for type_name in resource_types():
         params = [*COMMON_SEARCH_PARAMETERS, *search_parameters(type_name)]
@@ -79,6 +80,31 @@ def capability_statement(
         "rest": [
             {
                 "mode": "server",
+                # SMART App Launch: where clients find the OAuth endpoints (also smart-configuration).
+                "security": {
+                    "cors": True,
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "code": "SMART-on-FHIR",
+                                }
+                            ]
+                        }
+                    ],
+                    "extension": [
+                        {
+                            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                            "extension": [
+                                {"url": "authorize", "valueUri": f"{origin}/oauth2/authorize"},
+                                {"url": "token", "valueUri": f"{origin}/oauth2/token"},
+                                {"url": "introspect", "valueUri": f"{origin}/oauth2/introspect"},
+                                {"url": "revoke", "valueUri": f"{origin}/oauth2/revoke"},
+                            ],
+                        }
+                    ],
+                },
                 "resource": resources,
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
             }

@@ -53,6 +53,8 @@ class Outcome:
     body: Any = None
     location: str | None = None
     issues: list[Issue] = field(default_factory=list)
+    # What the interaction showed or changed beyond `stored` (search matches and includes), for the audit.
+    touched: list[StoredVersion] = field(default_factory=list)
 
 
 class Interactions:
@@ -273,7 +275,8 @@ class Interactions:
         await self.repo.flush()
         result = await self.engine.search(request, compartment=compartment)
         path = _search_path(resource_type, compartment)
-        return Outcome(200, body=self._searchset(request, result, path))
+        body = self._searchset(request, result, path)
+        return Outcome(200, body=body, touched=[*result.matches, *result.included])
 
     def _searchset(self, request: SearchRequest, result: SearchResult, path: str) -> dict[str, Any]:
         used = list(request.used)

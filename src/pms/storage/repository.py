@@ -150,6 +150,16 @@ class FhirRepository:
         self.pending.add(resource_type, id_, now, content.decode(), "POST", self.indexer.values(stamped))
         return StoredVersion(resource_type, id_, 1, now, False, content, "POST")
 
+    def append_internal(self, resource: dict[str, Any]) -> str:
+        """Store a resource the server itself makes (an AuditEvent) in this unit of work. The caller's
+        access does not apply: nobody may write AuditEvents, yet every interaction must leave one."""
+        id_ = new_id()
+        now = self.clock()
+        stamped = stamp(resource, id_=id_, version_id=1, last_updated=now)
+        content = jsonio.dumps(stamped).decode()
+        self.pending.add(resource["resourceType"], id_, now, content, "POST", self.indexer.values(stamped))
+        return id_
+
     async def update(
         self, body: dict[str, Any], *, id_: str, if_match: int | None = None
     ) -> tuple[StoredVersion, bool]:

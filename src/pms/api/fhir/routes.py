@@ -12,15 +12,21 @@ from pms.api.fhir import docs
 from pms.api.fhir.context import bundle_processor, fast_reader, fhir_base, interactions
 from pms.api.fhir.negotiation import check_accept, fhir_response, presentation, read_body
 from pms.api.fhir.security import access_for
+from pms.audit.events import Interaction as AuditInteraction
+from pms.auth.context import AccessContext
 from pms.config import Settings
+from pms.core.db import Database
 from pms.core.errors import AppError, Issue
 from pms.fhir.capability import capability_statement
 from pms.fhir.definitions import is_resource_type
 from pms.fhir.preconditions import http_date, search_criteria, version_from_etag
 from pms.fhir.resource import check_id
 from pms.fhir.urls import Target, parse_version
+from pms.storage.audit import denial_event, interaction_event, interaction_name
+from pms.storage.audit import write_now as write_audit_now
 from pms.storage.guard import Guard
 from pms.storage.interactions import InteractionRequest, Outcome, conditional_read
+from pms.storage.records import StoredVersion
 from pms.storage.registry_provider import RegistryProvider
 
 router = APIRouter(prefix="/fhir")
@@ -99,12 +105,85 @@ async def _run(request: Request, call: InteractionRequest, *, write: bool) -> Re
     check_accept(request)
     view = presentation(request)
     call.strict = view.strict
-    access = await access_for(request)
-    async with interactions(request, write=write, access=access) as fhir:
-        outcome: Outcome = await fhir.execute(call)
+    interaction = interaction_name(call.method, call.target)
+    access: AccessContext | None = None
+    try:
+        access = await access_for(request)
+        async with interactions(request, write=write, access=access) as fhir:
+            outcome: Outcome = await fhir.execute(call)
+            touched = [outcome.stored, *outcome.touched] if outcome.stored else outcome.touched
+            query = f"{request.url.path}?{request.url.query}" if interaction.startswith("search") else None
+            # Audited in the same unit of work: written (or rolled back) with what it records.
+            fhir.repo.append_internal(
+                interaction_event(
+                    interaction=interaction,
+                    access=access,
+                    address=_address(request),
+                    registry=fhir.registry,
+                    touched=touched,
+                    query=query,
+                    emergency=fhir.repo.guard.emergency,
+                )
+            )
+    except AppError as error:
+        await _audit_refusal(request, interaction, access, error)
+        raise
     return fhir_response(
         outcome, view, write=write and call.method != "DELETE", head=request.method == "HEAD"
     )
+
+
+def _address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def _audit_refusal(
+    request: Request, interaction: AuditInteraction, access: AccessContext | None, error: AppError
+) -> None:
+    """401 and 403 leave a record of their own: the refused unit of work rolled back."""
+    if error.status not in (401, 403):
+        return
+    provider: RegistryProvider = request.app.state.registry_provider
+    db: Database = request.app.state.db
+    assert db.fast_pool is not None
+    event = denial_event(
+        interaction=interaction,
+        access=access,
+        address=_address(request),
+        error=error,
+        resource=request.url.path.removeprefix("/fhir/"),
+    )
+    await write_audit_now(db.fast_pool, await provider.current(db), event)
+
+
+async def _fast_read(
+    request: Request, interaction: AuditInteraction, resource_type: str, read: Any
+) -> StoredVersion:
+    """Read by id on the fast path, with the same access check and audit as every other interaction."""
+    access: AccessContext | None = None
+    try:
+        access = await access_for(request)
+        guard = Guard(access)
+        guard.require_type("read" if interaction == "read" else "vread", resource_type)
+        stored: StoredVersion = await read()
+        guard.require_stored("read" if interaction == "read" else "vread", stored)
+    except AppError as error:
+        await _audit_refusal(request, interaction, access, error)
+        raise
+    provider: RegistryProvider = request.app.state.registry_provider
+    db: Database = request.app.state.db
+    assert db.fast_pool is not None
+    registry = await provider.current(db)
+    event = interaction_event(
+        interaction=interaction,
+        access=access,
+        address=_address(request),
+        registry=registry,
+        touched=[stored],
+        emergency=guard.emergency,
+    )
+    await write_audit_now(db.fast_pool, registry, event)  # fail closed: no record, no answer
+    return stored
 
 
 def _settings(request: Request) -> Settings:
@@ -162,10 +241,28 @@ async def metadata(request: Request) -> Response:
 async def batch_or_transaction(request: Request) -> Response:
     check_accept(request)
     view = presentation(request)
-    access = await access_for(request)
-    body = await read_body(request, max_bytes=_settings(request).max_body_bytes)
-    async with interactions(request, write=True, access=access) as fhir:
-        result = await bundle_processor(fhir).process(body, prefer=view.prefer_return)
+    access: AccessContext | None = None
+    interaction: AuditInteraction = "transaction"
+    try:
+        access = await access_for(request)
+        body = await read_body(request, max_bytes=_settings(request).max_body_bytes)
+        if isinstance(body, dict) and body.get("type") == "batch":
+            interaction = "batch"
+        async with interactions(request, write=True, access=access) as fhir:
+            result = await bundle_processor(fhir).process(body, prefer=view.prefer_return)
+            fhir.repo.append_internal(
+                interaction_event(
+                    interaction=interaction,
+                    access=access,
+                    address=_address(request),
+                    registry=fhir.registry,
+                    touched=[],
+                    emergency=fhir.repo.guard.emergency,
+                )
+            )
+    except AppError as error:
+        await _audit_refusal(request, interaction, access, error)
+        raise
     return fhir_response(Outcome(200, body=result), view)
 
 
@@ -350,10 +447,9 @@ async def read(request: Request, resource_type: ResourceType, id: ResourceId) ->
     check_accept(request)
     view = presentation(request)
     headers = request.headers
-    guard = Guard(await access_for(request))
-    guard.require_type("read", resource_type)
-    stored = await fast_reader(request).read(resource_type, id)
-    guard.require_stored("read", stored)
+    stored = await _fast_read(
+        request, "read", resource_type, lambda: fast_reader(request).read(resource_type, id)
+    )
     outcome = conditional_read(
         stored, headers.get("if-none-match"), http_date(headers.get("if-modified-since"))
     )
@@ -455,8 +551,8 @@ async def vread(
     _check_type(resource_type)
     check_id(id)
     check_accept(request)
-    guard = Guard(await access_for(request))
-    guard.require_type("vread", resource_type)
-    stored = await fast_reader(request).vread(resource_type, id, parse_version(version_id))
-    guard.require_stored("vread", stored)
+    version = parse_version(version_id)
+    stored = await _fast_read(
+        request, "vread", resource_type, lambda: fast_reader(request).vread(resource_type, id, version)
+    )
     return fhir_response(Outcome(200, stored), presentation(request), head=request.method == "HEAD")

@@ -1,0 +1,146 @@
+"""The audit trail: one FHIR AuditEvent per interaction, stored like any resource (searchable with
+`AuditEvent?entity=Patient/123`, `?agent=`, `?date=`), append-only for every role.
+
+Writes are audited in the unit of work's own transaction (both land or neither does). Reads are audited
+before their answer leaves (fail closed: no record, no data). Refusals are audited on their own, since the
+refused unit of work rolls back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from pms.audit import events
+from pms.auth.context import AccessContext
+from pms.core.errors import AppError, Issue
+from pms.fhir import jsonio
+from pms.fhir.extract import ReferenceValue, extractor_for
+from pms.fhir.searchparams import Registry
+from pms.fhir.urls import Target
+from pms.storage.indexer import Indexer
+from pms.storage.pending import PendingCreates
+from pms.storage.records import StoredVersion
+
+
+def actor_of(access: AccessContext | None, address: str | None) -> events.Actor:
+    if access is None:
+        return events.Actor(address=address)
+    principal = access.principal
+    return events.Actor(
+        username=principal.username,
+        fhir_user=principal.fhir_user,
+        client_id=principal.client_id,
+        address=address,
+        roles=tuple(sorted(principal.roles)),
+    )
+
+
+def patients_in(registry: Registry, found: Iterable[StoredVersion]) -> list[str]:
+    """The patients whose data these resources are (R4 Patient compartment membership)."""
+    patients: dict[str, None] = {}
+    for stored in found:
+        if stored.resource_type == "Patient":
+            patients[stored.id] = None
+            continue
+        codes = registry.compartment_params("Patient", stored.resource_type)
+        if not codes or stored.content is None:
+            continue
+        values = extractor_for(stored.resource_type, registry).extract_by_param(jsonio.loads(stored.content))
+        for code in codes:
+            for value in values.get(code, ()):
+                if isinstance(value, ReferenceValue) and value.target_type == "Patient" and value.target_id:
+                    patients[value.target_id] = None
+    return list(patients)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def write_now(pool: asyncpg.Pool, registry: Registry, event: dict[str, Any]) -> None:
+    """Store one AuditEvent at once, in a statement of its own (reads and refusals)."""
+    pending = PendingCreates()
+    event_id = str(uuid.uuid4())
+    stamped = {**event, "id": event_id, "meta": {"versionId": "1", "lastUpdated": now().isoformat()}}
+    pending.add(
+        "AuditEvent",
+        event_id,
+        now(),
+        jsonio.dumps(stamped).decode(),
+        "POST",
+        Indexer(registry).values(stamped),
+    )
+    sql, args = pending.statement()
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute(sql, *args)
+    except (OSError, asyncpg.PostgresError) as exc:
+        # Fail closed: without its audit record, the interaction's answer is not given.
+        raise AppError(503, [Issue("transient", "The audit trail is unavailable; try again")]) from exc
+
+
+def interaction_name(method: str, target: Target) -> events.Interaction:
+    """The R4 restful-interaction code of a request (valueset-type-restful-interaction.html)."""
+    if method in ("GET", "HEAD") or target.operation == "_search" or target.compartment is not None:
+        if target.compartment is not None or target.operation == "_search":
+            return "search-type"
+        if target.version_id is not None:
+            return "vread"
+        if target.history:
+            if target.id is not None:
+                return "history-instance"
+            return "history-type" if target.resource_type else "history-system"
+        if target.id is not None:
+            return "read"
+        return "search-type" if target.resource_type else "search-system"
+    writes: dict[str, events.Interaction] = {
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete",
+    }
+    return writes.get(method, "operation")
+
+
+def interaction_event(
+    *,
+    interaction: events.Interaction,
+    access: AccessContext | None,
+    address: str | None,
+    registry: Registry,
+    touched: list[StoredVersion],
+    query: str | None = None,
+    emergency: bool = False,
+) -> dict[str, Any]:
+    resources = [events.Touched(t.resource_type, t.id, str(t.version_id)) for t in touched[:50]]
+    return events.rest_event(
+        interaction=interaction,
+        actor=actor_of(access, address),
+        recorded=now(),
+        resources=resources,
+        patients=patients_in(registry, touched),
+        query=query,
+        emergency=emergency,
+    )
+
+
+def denial_event(
+    *,
+    interaction: events.Interaction,
+    access: AccessContext | None,
+    address: str | None,
+    error: AppError,
+    resource: str | None = None,
+) -> dict[str, Any]:
+    return events.access_denied_event(
+        interaction=interaction,
+        actor=actor_of(access, address),
+        recorded=now(),
+        reason="; ".join(issue.diagnostics for issue in error.issues)[:500],
+        resources=[resource] if resource else [],
+    )

@@ -1,0 +1,57 @@
+"""Every interaction leaves a FHIR AuditEvent, searchable by entity; refusals too; none can be changed."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+RESTFUL = "http://hl7.org/fhir/restful-interaction"
+
+
+async def events_about(client: httpx.AsyncClient, reference: str) -> list[dict]:
+    bundle = (await client.get("/AuditEvent", params={"entity": reference, "_count": 100})).json()
+    return [e["resource"] for e in bundle.get("entry", [])]
+
+
+def subtypes(events: list[dict]) -> set[str]:
+    return {c["code"] for event in events for c in event.get("subtype", []) if c.get("system") == RESTFUL}
+
+
+class TestInteractionsAreAudited:
+    async def test_create_read_search_leave_events(self, client: httpx.AsyncClient) -> None:
+        family = f"Audit{uuid.uuid4().hex[:8]}"
+        patient = (
+            await client.post("/Patient", json={"resourceType": "Patient", "name": [{"family": family}]})
+        ).json()
+        reference = f"Patient/{patient['id']}"
+        await client.get(f"/{reference}")
+        await client.get("/Patient", params={"family": family})
+        events = await events_about(client, reference)
+        assert {"create", "read", "search-type"} <= subtypes(events)
+        search = next(e for e in events if any(c["code"] == "search-type" for c in e["subtype"]))
+        assert any(e.get("query") for e in search["entity"])  # the query is kept (base64)
+        assert all(e["agent"] and e["recorded"] for e in events)
+
+    async def test_refusals_are_audited(self, client: httpx.AsyncClient, server_url: str) -> None:
+        target = f"Patient/{uuid.uuid4()}"
+        async with httpx.AsyncClient(base_url=f"{server_url}/fhir") as anonymous:
+            assert (await anonymous.get(f"/{target}")).status_code == 401
+        bundle = (
+            await client.get("/AuditEvent", params={"outcome": "4", "_count": 200, "_sort": "-date"})
+        ).json()
+        paths = [
+            e.get("what", {}).get("reference", "")
+            for entry in bundle.get("entry", [])
+            for e in entry["resource"].get("entity", [])
+        ]
+        assert any(target in path for path in paths)
+
+
+class TestAppendOnly:
+    async def test_audit_events_cannot_be_changed_or_deleted(self, client: httpx.AsyncClient) -> None:
+        bundle = (await client.get("/AuditEvent", params={"_count": 1})).json()
+        event = bundle["entry"][0]["resource"]
+        assert (await client.put(f"/AuditEvent/{event['id']}", json=event)).status_code == 403
+        assert (await client.delete(f"/AuditEvent/{event['id']}")).status_code == 403
+        assert (await client.get(f"/AuditEvent/{event['id']}")).status_code == 200
