@@ -15,6 +15,7 @@ from pms import __version__
 from pms.api.errors import install_error_handlers
 from pms.api.fhir import docs
 from pms.api.fhir.routes import router as fhir_router
+from pms.api.fhir.security import VerifiedTokens
 from pms.api.oauth import router as oauth_router
 from pms.auth.assertions import JwksFetcher
 from pms.auth.rbac import role_rows
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await accounts.seed_roles(conn, roles=role_rows())
         app.state.keys = KeyCache(app.state.db)  # token signing/verification keys (storage/identity.py)
         app.state.principals = PrincipalDirectory(app.state.db)  # token -> AccessContext, cached briefly
+        app.state.verified_tokens = VerifiedTokens()
         try:
             yield
         finally:
