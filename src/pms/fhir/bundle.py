@@ -113,22 +113,35 @@ def transaction_order(entries: list[dict[str, Any]]) -> list[int]:
     return sorted(range(len(entries)), key=lambda i: TRANSACTION_ORDER[entries[i]["request"]["method"]])
 
 
+_PLACEHOLDERS = ("urn:uuid:", "urn:oid:")
+
+
 def rewrite_references(value: Any, resolve: Callable[[str], str | None]) -> Any:
-    """Replace every `reference` (and urn:uuid attachment/canonical-like string) that `resolve` maps.
+    """Replace, in place, every `reference` (and urn:uuid/urn:oid string) that `resolve` maps; returns
+    `value`.
 
     Walks the whole resource, so references inside extensions and contained resources are rewritten
-    too (bundle.html#references).
+    too (bundle.html#references). In place and iterative: it runs over every resource of an ingested
+    Bundle, where copying each object was a seventh of the CPU time.
     """
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            is_reference = key == "reference" and isinstance(item, str)
-            if is_reference or (isinstance(item, str) and item.startswith(("urn:uuid:", "urn:oid:"))):
-                replacement = resolve(item)
-                out[key] = item if replacement is None else replacement
-            else:
-                out[key] = rewrite_references(item, resolve)
-        return out
-    if isinstance(value, list):
-        return [rewrite_references(item, resolve) for item in value]
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if isinstance(item, str):
+                    if key == "reference" or item.startswith(_PLACEHOLDERS):
+                        replacement = resolve(item)
+                        if replacement is not None:
+                            node[key] = replacement
+                elif isinstance(item, dict | list):
+                    stack.append(item)
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                if isinstance(item, dict | list):
+                    stack.append(item)
+                elif isinstance(item, str) and item.startswith(_PLACEHOLDERS):
+                    replacement = resolve(item)
+                    if replacement is not None:
+                        node[index] = replacement
     return value
