@@ -892,6 +892,8 @@ class TestInclude:
 
     async def test_revinclude_wildcard(self, client: httpx.AsyncClient, fx: Fixture) -> None:
         _, included = await self.entries(client, fx, "/Practitioner", ("_revinclude", "*"))
+        # AuditEvents of the fixture's own writes refer to the practitioners too: a correct match of `*`.
+        included = {ref for ref in included if not ref.startswith("AuditEvent/")}
         assert included == {"Patient/p1", "MedicationRequest/mr1", "Provenance/prov"}
 
     async def test_included_resources_are_not_counted_or_repeated(
