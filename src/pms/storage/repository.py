@@ -76,19 +76,11 @@ class FhirRepository:
 
     async def read(self, resource_type: str, id_: str) -> StoredVersion:
         self.guard.require_type("read", resource_type)
-        await self.flush()
-        row = (
-            await self.conn.execute(
-                select(*_CURRENT_COLUMNS).where(
-                    resource.c.resource_type == resource_type, resource.c.id == id_
-                )
-            )
-        ).first()
-        if row is None:
+        stored = await self.current_version(resource_type, id_)
+        if stored is None:
             raise not_found(f"{resource_type}/{id_} is not known")
-        if row.deleted:
-            raise gone(f"{resource_type}/{id_} was deleted (version {row.version_id})")
-        stored = StoredVersion(resource_type, id_, row.version_id, row.last_updated, False, row.content)
+        if stored.deleted:
+            raise gone(f"{resource_type}/{id_} was deleted (version {stored.version_id})")
         self.guard.require_stored("read", stored)
         return stored
 
@@ -122,7 +114,8 @@ class FhirRepository:
         return stored
 
     async def current_version(self, resource_type: str, id_: str) -> StoredVersion | None:
-        """The current version (deleted or not) without raising, for conditional logic."""
+        """The current version (deleted or not) without raising and without access checks: for the
+        server's own conditional logic, never returned to a caller as is."""
         await self.flush()
         row = (
             await self.conn.execute(
