@@ -86,6 +86,8 @@ async def write_now(pool: asyncpg.Pool, registry: Registry, event: dict[str, Any
 
 def interaction_name(method: str, target: Target) -> events.Interaction:
     """The R4 restful-interaction code of a request (valueset-type-restful-interaction.html)."""
+    if target.operation is not None and target.operation.startswith("$"):
+        return "operation"
     if method in ("GET", "HEAD") or target.operation == "_search" or target.compartment is not None:
         if target.compartment is not None or target.operation == "_search":
             return "search-type"

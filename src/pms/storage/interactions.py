@@ -113,6 +113,8 @@ class Interactions:
             raise not_supported(f"{method} is not supported on the base URL here", status=405)
         if target.operation == "_search" and method == "POST":
             return await self.search_type(target.resource_type, target.query, strict=request.strict)
+        if target.operation == "$access-log" and target.resource_type == "Patient" and target.id is not None:
+            return await self.access_log(target.id, target.query)
         if target.operation is not None:
             raise not_supported(f"Operation '{target.operation}' is not supported", status=404)
         if target.id is None:
@@ -303,6 +305,17 @@ class Interactions:
                 resource = select_elements(resource, list(request.elements))
             content = resource
         return {"fullUrl": f"{self.base}/{stored.reference}", "resource": content, "search": {"mode": mode}}
+
+    async def access_log(self, patient_id: str, query: list[tuple[str, str]]) -> Outcome:
+        """`Patient/123/$access-log`: who saw or changed this patient's record, and when, newest first.
+
+        The AuditEvents that name the patient, through the caller's own access (only roles that may
+        search AuditEvent get an answer); `_count`, `_page` and `date` narrow it like a search.
+        """
+        check_id(patient_id)
+        allowed = [(name, value) for name, value in query if name in ("_count", "_page", "date")]
+        criteria = [("entity", f"Patient/{patient_id}"), ("_sort", "-date"), *allowed]
+        return await self.search_type("AuditEvent", criteria, strict=True)
 
     async def history(self, target: Target) -> Outcome:
         params: HistoryQuery = parse_history_query(target.query)

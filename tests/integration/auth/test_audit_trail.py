@@ -55,3 +55,23 @@ class TestAppendOnly:
         assert (await client.put(f"/AuditEvent/{event['id']}", json=event)).status_code == 403
         assert (await client.delete(f"/AuditEvent/{event['id']}")).status_code == 403
         assert (await client.get(f"/AuditEvent/{event['id']}")).status_code == 200
+
+
+class TestAccessLog:
+    async def test_who_saw_this_patient(self, client: httpx.AsyncClient) -> None:
+        patient = (await client.post("/Patient", json={"resourceType": "Patient"})).json()
+        await client.get(f"/Patient/{patient['id']}")
+        log = (await client.get(f"/Patient/{patient['id']}/$access-log")).json()
+        assert log["type"] == "searchset"
+        events = [e["resource"] for e in log["entry"]]
+        assert {"create", "read"} <= subtypes(events)
+        assert all(event["resourceType"] == "AuditEvent" for event in events)
+        recorded = [event["recorded"] for event in events]
+        assert recorded == sorted(recorded, reverse=True)
+
+    async def test_needs_a_role_that_may_read_audit_events(
+        self, client: httpx.AsyncClient, server_url: str
+    ) -> None:
+        patient = (await client.post("/Patient", json={"resourceType": "Patient"})).json()
+        async with httpx.AsyncClient(base_url=f"{server_url}/fhir") as anonymous:
+            assert (await anonymous.get(f"/Patient/{patient['id']}/$access-log")).status_code == 401

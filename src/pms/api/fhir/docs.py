@@ -103,6 +103,8 @@ def responses(
     }
     reasons = {
         400: "Invalid request or resource (OperationOutcome)",
+        401: "No valid bearer access token (OperationOutcome, WWW-Authenticate)",
+        403: "The token's scopes and the user's role do not allow this (OperationOutcome)",
         404: "Unknown resource (OperationOutcome)",
         409: "Conflict",
         410: "The resource was deleted",

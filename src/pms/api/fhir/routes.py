@@ -18,7 +18,7 @@ from pms.config import Settings
 from pms.core.db import Database
 from pms.core.errors import AppError, Issue
 from pms.fhir.capability import capability_statement
-from pms.fhir.definitions import is_resource_type
+from pms.fhir.definitions import is_resource_type, is_valid_id
 from pms.fhir.preconditions import http_date, search_criteria, version_from_etag
 from pms.fhir.resource import check_id
 from pms.fhir.urls import Target, parse_version
@@ -151,9 +151,19 @@ async def _audit_refusal(
         access=access,
         address=_address(request),
         error=error,
-        resource=request.url.path.removeprefix("/fhir/"),
+        resource=_addressed_resource(request.url.path),
     )
     await write_audit_now(db.fast_pool, await provider.current(db), event)
+
+
+def _addressed_resource(path: str) -> str | None:
+    """`Type` or `Type/id` of the URL a refused request addressed, for the refusal's audit record."""
+    segments = path.removeprefix("/fhir").strip("/").split("/")
+    if not segments or not is_resource_type(segments[0]):
+        return None
+    if len(segments) >= 2 and is_valid_id(segments[1]):
+        return f"{segments[0]}/{segments[1]}"
+    return segments[0]
 
 
 async def _fast_read(
@@ -501,6 +511,23 @@ async def delete(request: Request, resource_type: ResourceType, id: ResourceId) 
         "DELETE", Target(resource_type, id), if_match=version_from_etag(request.headers.get("if-match"))
     )
     return await _run(request, call, write=True)
+
+
+@router.get(
+    "/Patient/{id}/$access-log",
+    summary="Who accessed this patient's record (AuditEvents naming the patient, newest first)",
+    tags=["operations"],
+    openapi_extra={
+        "parameters": [
+            _query("date", "Narrow by date, e.g. ge2026-11-01"),
+            _query("_count", "Page size", "50"),
+        ]
+    },
+    responses=docs.responses(description="A searchset Bundle of AuditEvents", errors=(401, 403)),
+)
+async def access_log(request: Request, id: ResourceId) -> Response:
+    target = Target("Patient", id, operation="$access-log", query=_query_pairs(request))
+    return await _run(request, InteractionRequest("GET", target), write=False)
 
 
 @router.get(
