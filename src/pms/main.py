@@ -23,6 +23,7 @@ from pms.config import Settings, get_settings
 from pms.core.db import Database
 from pms.fhir.validation import validate_resource
 from pms.storage import accounts
+from pms.storage.audit import AuditWriter
 from pms.storage.identity import KeyCache
 from pms.storage.principals import PrincipalDirectory
 from pms.storage.registry_provider import RegistryProvider
@@ -55,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.keys = KeyCache(app.state.db)  # token signing/verification keys (storage/identity.py)
         app.state.principals = PrincipalDirectory(app.state.db)  # token -> AccessContext, cached briefly
         app.state.verified_tokens = VerifiedTokens()
+        assert app.state.db.fast_pool is not None
+        app.state.audit_writer = AuditWriter(app.state.db.fast_pool)  # reads' and refusals' audit, batched
         try:
             yield
         finally:

@@ -22,8 +22,7 @@ from pms.fhir.definitions import is_resource_type, is_valid_id
 from pms.fhir.preconditions import http_date, search_criteria, version_from_etag
 from pms.fhir.resource import check_id
 from pms.fhir.urls import Target, parse_version
-from pms.storage.audit import denial_event, interaction_event, interaction_name
-from pms.storage.audit import write_now as write_audit_now
+from pms.storage.audit import AuditWriter, denial_event, interaction_event, interaction_name
 from pms.storage.guard import Guard
 from pms.storage.interactions import InteractionRequest, Outcome, conditional_read
 from pms.storage.records import StoredVersion
@@ -153,7 +152,12 @@ async def _audit_refusal(
         error=error,
         resource=_addressed_resource(request.url.path),
     )
-    await write_audit_now(db.fast_pool, await provider.current(db), event)
+    await _audit_writer(request).write(await provider.current(db), event)
+
+
+def _audit_writer(request: Request) -> AuditWriter:
+    writer: AuditWriter = request.app.state.audit_writer
+    return writer
 
 
 def _addressed_resource(path: str) -> str | None:
@@ -192,7 +196,7 @@ async def _fast_read(
         touched=[stored],
         emergency=guard.emergency,
     )
-    await write_audit_now(db.fast_pool, registry, event)  # fail closed: no record, no answer
+    await _audit_writer(request).write(registry, event)  # fail closed: no record, no answer
     return stored
 
 
