@@ -21,6 +21,7 @@ from pms.fhir.capability import capability_statement
 from pms.fhir.definitions import is_resource_type, is_valid_id
 from pms.fhir.preconditions import http_date, search_criteria, version_from_etag
 from pms.fhir.resource import check_id
+from pms.fhir.searchparams import Registry
 from pms.fhir.urls import Target, parse_version
 from pms.storage.audit import AuditWriter, denial_event, interaction_event, interaction_name
 from pms.storage.guard import Guard
@@ -142,9 +143,6 @@ async def _audit_refusal(
     """401 and 403 leave a record of their own: the refused unit of work rolled back."""
     if error.status not in (401, 403):
         return
-    provider: RegistryProvider = request.app.state.registry_provider
-    db: Database = request.app.state.db
-    assert db.fast_pool is not None
     event = denial_event(
         interaction=interaction,
         access=access,
@@ -152,7 +150,14 @@ async def _audit_refusal(
         error=error,
         resource=_addressed_resource(request.url.path),
     )
-    await _audit_writer(request).write(await provider.current(db), event)
+    await _audit_writer(request).write(await _registry(request), event)
+
+
+async def _registry(request: Request) -> Registry:
+    """The search-parameter registry in force (it also drives audit-event indexing)."""
+    provider: RegistryProvider = request.app.state.registry_provider
+    db: Database = request.app.state.db
+    return await provider.current(db)
 
 
 def _audit_writer(request: Request) -> AuditWriter:
@@ -184,10 +189,7 @@ async def _fast_read(
     except AppError as error:
         await _audit_refusal(request, interaction, access, error)
         raise
-    provider: RegistryProvider = request.app.state.registry_provider
-    db: Database = request.app.state.db
-    assert db.fast_pool is not None
-    registry = await provider.current(db)
+    registry = await _registry(request)
     event = interaction_event(
         interaction=interaction,
         access=access,
