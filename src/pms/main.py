@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from pms import __version__
 from pms.api.errors import install_error_handlers
@@ -75,12 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/health", response_model=Health, tags=["system"], summary="Liveness and database reachability")
     async def health() -> Health:
-        try:
-            async with app.state.db.reader() as conn:
-                await conn.execute(text("SELECT 1"))
-            database = "ok"
-        except Exception:
-            database = "unreachable"
+        database = "ok" if await app.state.db.reachable() else "unreachable"
         return Health(status="ok" if database == "ok" else "degraded", database=database)
 
     def openapi() -> dict[str, Any]:

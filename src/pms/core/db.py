@@ -11,7 +11,9 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import orjson
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from pms.config import Settings
@@ -88,6 +90,15 @@ class Database:
     async def reader(self) -> AsyncIterator[AsyncConnection]:
         async with self.read_engine.connect() as conn:
             yield conn
+
+    async def reachable(self) -> bool:
+        """Whether the database answers a trivial query (health checks; never raises)."""
+        try:
+            async with self.reader() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (OSError, SQLAlchemyError):
+            return False
+        return True
 
     async def dispose(self) -> None:
         if self.fast_pool is not None:
