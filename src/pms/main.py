@@ -1,4 +1,4 @@
-"""create_app(): the ASGI application with its lifespan objects (database pool, validator)."""
+"""create_app(): the ASGI application with its lifespan objects (database pool, validator, job queue)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from pms import __version__
+from pms.api.app.appointments import router as appointments_router
 from pms.api.errors import install_error_handlers
 from pms.api.fhir import docs
 from pms.api.fhir.routes import router as fhir_router
@@ -20,6 +21,8 @@ from pms.auth.assertions import JwksFetcher
 from pms.auth.rbac import role_rows
 from pms.config import Settings, get_settings
 from pms.core.db import Database
+from pms.core.queue import JobQueue, WorkerHealth
+from pms.domains.reminders.links import load_signer
 from pms.fhir.validation import validate_resource
 from pms.storage import accounts
 from pms.storage.audit import AuditWriter
@@ -35,8 +38,9 @@ Bodies are `application/fhir+json`; errors are `OperationOutcome`s.
 
 
 class Health(BaseModel):
-    status: str
+    status: str  # the API's own state (the database); a stopped worker does not make the API unhealthy
     database: str
+    worker: WorkerHealth
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with app.state.db.transaction() as conn:
             # The shipped roles exist from the first start on; roles admins edited are left alone.
             await accounts.seed_roles(conn, roles=role_rows())
+            app.state.link_signer = await load_signer(conn, settings.link_secret)  # reminder links
         app.state.keys = KeyCache(app.state.db)  # token signing/verification keys (storage/identity.py)
         app.state.principals = PrincipalDirectory(app.state.db)  # token -> AccessContext, cached briefly
         app.state.verified_tokens = VerifiedTokens()
@@ -60,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if queue is not None:
+                await queue.close()
             await app.state.db.dispose()
 
     app = FastAPI(title="PMS FHIR API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
@@ -67,15 +74,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.validator = validate_resource
     app.state.registry_provider = RegistryProvider(ttl=settings.search_registry_ttl)
     app.state.jwks_fetcher = JwksFetcher()  # backend clients' registered JWKS URLs, cached
+    # Connects lazily, so the API starts and serves while Redis is down (core/queue.py).
+    queue = JobQueue(settings.redis_url, queue_name=settings.queue_name) if settings.redis_url else None
+    app.state.queue = queue
     install_error_handlers(app)
     # Before the FHIR router: /fhir/.well-known/... must not be taken for /fhir/{type}/{id}.
     app.include_router(oauth_router)
     app.include_router(fhir_router)
+    app.include_router(appointments_router)
 
-    @app.get("/health", response_model=Health, tags=["system"], summary="Liveness and database reachability")
+    @app.get(
+        "/health", response_model=Health, tags=["system"], summary="Liveness, database and worker state"
+    )
     async def health() -> Health:
         database = "ok" if await app.state.db.reachable() else "unreachable"
-        return Health(status="ok" if database == "ok" else "degraded", database=database)
+        worker = await queue.worker_health() if queue is not None else WorkerHealth(state="unknown")
+        return Health(status="ok" if database == "ok" else "degraded", database=database, worker=worker)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -1,0 +1,1 @@
+"""Domains: rules and multi-step flows over FHIR resources (they reach resources only via storage)."""
