@@ -112,6 +112,7 @@ async def respond_page(
             return page("Appointment not found", "<p>This appointment no longer exists.</p>", status=404)
         appointment = jsonio.loads(stored.content or "{}")
         repo.append_internal(_event(request, registry, "read", stored, patient_of(appointment)))
+        await repo.flush()
     label = "Confirm" if checked == "confirm" else "Cancel the appointment"
     body = (
         f"<p>Appointment on <strong>{_when(appointment)}</strong>.</p>"
