@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     reminder_max_attempts: int = Field(default=5, description="Tries before a delivery counts as failed.")
     reminder_retry_base: float = Field(default=60.0, description="Seconds before the first retry; then x4.")
     reminder_concurrency: int = Field(default=50, description="Messages in flight at once per worker.")
+    reminder_connections: int = Field(default=10, description="Connections kept per channel (SMTP, SMS).")
     smtp_host: str | None = Field(default=None, description="Unset: no email reminders.")
     smtp_port: int = 587
     smtp_username: str | None = None
