@@ -34,6 +34,25 @@ def _columns(keys: Sequence[Key]) -> dict[str, list[object]]:
     return {"a": [k[0] for k in keys], "o": [k[1] for k in keys], "c": [k[2] for k in keys]}
 
 
+async def settled(
+    conn: AsyncConnection, keys: Sequence[Key], *, now: datetime, lease_expired_before: datetime
+) -> set[Key]:
+    """Of these deliveries, those nobody may claim now (done, waiting for a retry, or being sent). Only
+    spares the work of preparing them: the claims below are what decide."""
+    if not keys:
+        return set()
+    rows = await conn.execute(
+        text(
+            "SELECT appointment_id, offset_minutes, channel FROM reminder_delivery "
+            "WHERE appointment_id = ANY(CAST(:ids AS text[])) AND NOT ("
+            "  (status = 'retry' AND next_attempt_at <= :now)"
+            "  OR (status = 'sending' AND claimed_at < :lease))"
+        ),
+        {"ids": list({k[0] for k in keys}), "now": now, "lease": lease_expired_before},
+    )
+    return {(r.appointment_id, r.offset_minutes, r.channel) for r in rows}
+
+
 async def claim_new(conn: AsyncConnection, keys: Sequence[Key], *, now: datetime) -> dict[Key, int]:
     """Claim the deliveries nobody has claimed yet; {key: attempt number} of those this call won."""
     if not keys:

@@ -11,8 +11,10 @@ outcome as a FHIR Communication and the ledger state in one transaction.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +33,7 @@ from pms.fhir.search import parse_search
 from pms.storage.indexer import Indexer
 from pms.storage.registry_provider import RegistryProvider
 from pms.storage.repository import FhirRepository
-from pms.storage.search.engine import SearchEngine
+from pms.storage.search.engine import SearchEngine, SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,7 @@ class _Candidate:
     channel: ChannelName
     patient_id: str
     address: str
-    message: Message
+    render: Callable[[], Message]  # rendered only for deliveries this sweep wins
 
 
 def _instant(value: str) -> datetime:
@@ -190,14 +192,17 @@ def plan(
             report.unreachable += 1
             continue
         id_ = appointment["id"]
-        message = render(
-            language=contact.language,
-            name=contact.name,
-            clinic=config.clinic_name,
-            start=start.astimezone(config.timezone),
-            practitioner=_practitioner_of(appointment),
-            confirm_url=reminders.signer.url(config.app_base_url, id_, "confirm", expires=start),
-            cancel_url=reminders.signer.url(config.app_base_url, id_, "cancel", expires=start),
+        message = functools.cache(
+            functools.partial(
+                render,
+                language=contact.language,
+                name=contact.name,
+                clinic=config.clinic_name,
+                start=start.astimezone(config.timezone),
+                practitioner=_practitioner_of(appointment),
+                confirm_url=reminders.signer.url(config.app_base_url, id_, "confirm", expires=start),
+                cancel_url=reminders.signer.url(config.app_base_url, id_, "cancel", expires=start),
+            )
         )
         minutes = int(offset.total_seconds() // 60)
         for channel, address in usable:
@@ -218,8 +223,8 @@ async def sweep(reminders: Reminders, *, now: datetime | None = None) -> SweepRe
         ("_sort", "date"),
         ("_count", str(PAGE_SIZE)),
     ]
-    page: str | None = None
-    while True:
+
+    async def search(page: str | None) -> SearchResult:
         async with reminders.db.reader() as conn:
             registry = await reminders.registry_provider.get(conn)
             request = parse_search(
@@ -229,38 +234,57 @@ async def sweep(reminders: Reminders, *, now: datetime | None = None) -> SweepRe
                 handling="strict",
                 max_count=PAGE_SIZE,
             )
-            engine = SearchEngine(conn, registry, base="", default_count=PAGE_SIZE)
-            result = await engine.search(request)
-        appointments = [jsonio.loads(m.content or "{}") for m in result.matches]
-        found = {
-            p.id: jsonio.loads(p.content or "{}") for p in result.included if p.resource_type == "Patient"
-        }
-        report.appointments += len(appointments)
-        candidates = plan(appointments, found, now=now, reminders=reminders, report=report)
-        await _deliver(reminders, candidates, now=now, report=report)
-        if not result.next_token:
-            return report
-        page = result.next_token
+            return await SearchEngine(conn, registry, base="", default_count=PAGE_SIZE).search(request)
+
+    # Pipelined: the next page is fetched and the previous page recorded while this page is sent.
+    recording: list[asyncio.Task[None]] = []
+    next_page: asyncio.Task[SearchResult] | None = asyncio.create_task(search(None))
+    try:
+        while next_page is not None:
+            result = await next_page
+            next_page = asyncio.create_task(search(result.next_token)) if result.next_token else None
+            appointments = [jsonio.loads(m.content or "{}") for m in result.matches]
+            found = {
+                p.id: jsonio.loads(p.content or "{}") for p in result.included if p.resource_type == "Patient"
+            }
+            report.appointments += len(appointments)
+            candidates = plan(appointments, found, now=now, reminders=reminders, report=report)
+            outcomes = await _deliver(reminders, candidates, now=now)
+            if outcomes:
+                recording.append(asyncio.create_task(_record(reminders, *outcomes, report=report)))
+    finally:
+        if next_page is not None:
+            next_page.cancel()
+        await asyncio.gather(*recording)
+    return report
+
+
+Outcome = tuple[Delivery, str | None, DeliveryError | None]
 
 
 async def _deliver(
-    reminders: Reminders, candidates: list[_Candidate], *, now: datetime, report: SweepReport
-) -> None:
+    reminders: Reminders, candidates: list[_Candidate], *, now: datetime
+) -> tuple[list[Outcome], datetime] | None:
+    """Claim and send; the outcomes and the moment sending ended, or None when nothing was won."""
     if not candidates:
-        return
-    keys = [c.key for c in candidates]
+        return None
+    lease_expired_before = now - LEASE
     # Committed before anything is sent: the claim is what keeps other sweeps off these deliveries.
     async with reminders.db.transaction() as conn:
+        settled = await ledger.settled(
+            conn, [c.key for c in candidates], now=now, lease_expired_before=lease_expired_before
+        )
+        keys = [c.key for c in candidates if c.key not in settled]
         won = await ledger.claim_new(conn, keys, now=now)
         rest = [k for k in keys if k not in won]
-        won |= await ledger.reclaim(conn, rest, now=now, lease_expired_before=now - LEASE)
+        won |= await ledger.reclaim(conn, rest, now=now, lease_expired_before=lease_expired_before)
     deliveries = [
-        Delivery(c.key, c.channel, c.patient_id, c.address, c.message, won[c.key])
+        Delivery(c.key, c.channel, c.patient_id, c.address, c.render(), won[c.key])
         for c in candidates
         if c.key in won
     ]
     if not deliveries:
-        return
+        return None
     limit = asyncio.Semaphore(reminders.config.concurrency)
 
     async def attempt(delivery: Delivery) -> tuple[Delivery, str | None, DeliveryError | None]:
@@ -274,15 +298,11 @@ async def _deliver(
     started = time.monotonic()
     outcomes = await asyncio.gather(*(attempt(d) for d in deliveries))
     # The sweep's clock moved on by the time spent sending (`now` may be a test's chosen moment).
-    await _record(reminders, outcomes, now=now + timedelta(seconds=time.monotonic() - started), report=report)
+    return outcomes, now + timedelta(seconds=time.monotonic() - started)
 
 
 async def _record(
-    reminders: Reminders,
-    outcomes: list[tuple[Delivery, str | None, DeliveryError | None]],
-    *,
-    now: datetime,
-    report: SweepReport,
+    reminders: Reminders, outcomes: list[Outcome], now: datetime, *, report: SweepReport
 ) -> None:
     finished: list[ledger.Finished] = []
     async with reminders.db.transaction() as conn:
