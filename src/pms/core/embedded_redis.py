@@ -116,8 +116,9 @@ class EmbeddedRedis:
                     str(self.dir),
                     "--dbfilename",
                     "dump.rdb",
-                    "--save",
-                    "60 1",
+                    "--save",  # a snapshot each minute when something changed, and one on SIGTERM
+                    "60",
+                    "1",
                     "--daemonize",
                     "no",
                     "--protected-mode",
