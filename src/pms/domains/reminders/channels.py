@@ -8,10 +8,10 @@ answer, a timeout, a refused connection) or not (a rejected address).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from email.header import Header
-from email.mime.text import MIMEText
-from email.utils import make_msgid, parseaddr
+from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from typing import Literal, Protocol
 
 import aiosmtplib
@@ -46,22 +46,30 @@ class EmailSender:
     def __init__(self, settings: Settings, *, connections: int = 10) -> None:
         assert settings.smtp_host is not None
         self.settings = settings
-        self.envelope_from = parseaddr(settings.smtp_from)[1] or settings.smtp_from
+        name, address = parseaddr(settings.smtp_from)
+        self.envelope_from = address or settings.smtp_from
+        self.from_header = formataddr((name, self.envelope_from), charset="utf-8")  # RFC 2047 if not ASCII
         self._idle: asyncio.Queue[aiosmtplib.SMTP | None] = asyncio.Queue()
         for _ in range(max(1, connections)):
             self._idle.put_nowait(None)  # connected on first use
 
     def _compose(self, to: str, message: Message) -> tuple[bytes, str]:
-        # The compat32 MIME classes: several times cheaper than EmailMessage's header parsing.
-        mime = MIMEText(message.text, "plain", "utf-8")
-        mime["From"] = self.settings.smtp_from
-        mime["To"] = to
-        subject = message.subject
-        mime["Subject"] = subject if subject.isascii() else Header(subject, "utf-8").encode(maxlinelen=998)
-        mime["Content-Language"] = message.language
+        """The RFC 5322 message, written directly: the `email` package's MIME classes were 12% of a
+        sweep's CPU for this one fixed shape (text/plain, UTF-8, base64)."""
+        if any(c in to for c in "\r\n<>,;") or "@" not in to:
+            raise DeliveryError(f"not an email address: {to[:80]!r}", transient=False)
         message_id = make_msgid(domain="pms.local")
-        mime["Message-ID"] = message_id
-        return mime.as_bytes(), message_id
+        subject = message.subject
+        if not subject.isascii():
+            subject = Header(subject, "utf-8").encode(maxlinelen=998)
+        head = (
+            f"From: {self.from_header}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+            f"Date: {formatdate(usegmt=True)}\r\nMessage-ID: {message_id}\r\n"
+            f"Content-Language: {message.language}\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        )
+        body = base64.encodebytes(message.text.encode()).replace(b"\n", b"\r\n")
+        return head.encode() + body, message_id
 
     async def _connect(self) -> aiosmtplib.SMTP:
         tls = self.settings.smtp_tls
@@ -79,7 +87,7 @@ class EmailSender:
         return client
 
     async def send(self, to: str, message: Message) -> str:
-        raw, message_id = self._compose(to, message)
+        raw, message_id = self._compose(to, message)  # before taking a connection: it may raise
         client = await self._idle.get()
         try:
             for reused in (client is not None, False):
