@@ -147,8 +147,13 @@ async def _system_token(server_url: str, settings: Settings) -> str:
     try:
         async with db.transaction() as conn:
             client = await identity.create_client(
-                conn, name="test suite", kind="confidential", grant_types=["client_credentials"],
-                scopes=["system/*.*"], secret=secret, now=datetime.now(UTC),
+                conn,
+                name="test suite",
+                kind="confidential",
+                grant_types=["client_credentials"],
+                scopes=["system/*.*"],
+                secret=secret,
+                now=datetime.now(UTC),
             )
     finally:
         await db.dispose()

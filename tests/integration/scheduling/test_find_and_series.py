@@ -8,9 +8,8 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from tests.support import fhir_client
-
 from tests.integration.scheduling.clinic import EXT, Clinic, appointment, at, next_weekday
+from tests.support import fhir_client
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from tests.integration.scheduling.clinic import Clinic, Staff, appointment, at, next_weekday
 from tests.support import TokenMinter, fhir_client
 
 from pms.core.db import Database
-from tests.integration.scheduling.clinic import Clinic, Staff, appointment, at, next_weekday
 
 
 class Portal(TokenMinter):
