@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         default=5, description="Appointments a patient may create in 24 hours."
     )
 
+    calendar_feed_lifetime: int = Field(
+        default=180 * 24 * 3600, description="Seconds a practitioner's calendar feed link keeps working."
+    )
+
     @property
     def max_token_lifetime(self) -> int:
         """How long a retired signing key must keep verifying (the longest-lived JWT it signed)."""

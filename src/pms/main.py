@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from pms import __version__
+from pms.api.calendar import router as calendar_router
 from pms.api.errors import install_error_handlers
 from pms.api.fhir import docs
 from pms.api.fhir.routes import router as fhir_router
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth_router)
     app.include_router(scheduling_router)  # before /fhir/{type}/{id}: its $operations are literal paths
     app.include_router(fhir_router)
+    app.include_router(calendar_router)
 
     @app.get("/health", response_model=Health, tags=["system"], summary="Liveness and database reachability")
     async def health() -> Health:

@@ -141,3 +141,15 @@ class TestReferences:
     def test_dates_without_time_are_whole_local_days(self) -> None:
         assert parse_moment("2026-11-23", LONDON) == utc("2026-11-23T00:00:00")
         assert parse_moment("2026-11-23", LONDON, end=True) == utc("2026-11-24T00:00:00")
+
+
+class TestICalendar:
+    def test_long_lines_fold_at_75_octets_without_splitting_characters(self) -> None:
+        from pms.domains.scheduling.icalendar import escape, fold
+
+        line = "SUMMARY:" + "复诊" * 40
+        folded = fold(line)
+        parts = folded.split("\r\n ")
+        assert all(len(p.encode()) <= 75 for p in parts)
+        assert "".join(parts) == line
+        assert escape("a,b;c\\d\ne") == "a\\,b\\;c\\\\d\\ne"

@@ -125,12 +125,13 @@ async def run_audited(
     *,
     write: bool,
     audit_query: bool = False,
+    authenticate: Callable[[Request], Awaitable[AccessContext]] = access_for,
 ) -> Outcome:
     """Run `action` in one unit of work with the caller's access, and record the AuditEvent in that
     same unit (written, or rolled back, with what it records); refusals are audited on their own."""
     access: AccessContext | None = None
     try:
-        access = await access_for(request)
+        access = await authenticate(request)
         async with interactions(request, write=write, access=access) as fhir:
             outcome: Outcome = await action(fhir)
             touched = [outcome.stored, *outcome.touched] if outcome.stored else outcome.touched
