@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         description="IANA zone of the clinic (e.g. Europe/London): working hours are wall-clock times there.",
     )
     slot_minutes: int = Field(
-        default=10, ge=1, le=1440, description="Slot length when a Schedule does not set one."
+        default=10, ge=1, le=240, description="Slot length when a Schedule does not set one."
     )
     slot_horizon_days: int = Field(
         default=56, ge=1, le=731, description="How far ahead free Slots are materialised."
