@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         default=5, description="Appointments a patient may create in 24 hours."
     )
 
+    waitlist_hold_minutes: int = Field(
+        default=120,
+        ge=1,
+        description="How long freed time is held for the waitlisted patient it was offered to.",
+    )
     calendar_feed_lifetime: int = Field(
         default=180 * 24 * 3600, description="Seconds a practitioner's calendar feed link keeps working."
     )

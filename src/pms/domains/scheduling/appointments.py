@@ -150,6 +150,8 @@ class AppointmentRules:
         taken = await occupancy.claim(store.conn, id_, actors, interval)
         if not taken:
             return
+        # Give back what this attempt did claim: the transaction may go on (a batch, the next candidate).
+        await occupancy.release(store.conn, id_)
         holders = await occupancy.holders(store.conn, taken, interval, excluding=id_)
         details = "; ".join(
             f"{actor} is booked by Appointment/{appointment}" for actor, appointment in holders
