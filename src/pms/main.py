@@ -14,6 +14,7 @@ from pms import __version__
 from pms.api.calendar import router as calendar_router
 from pms.api.errors import install_error_handlers
 from pms.api.fhir import docs
+from pms.api.fhir.emergency import router as emergency_router
 from pms.api.fhir.routes import router as fhir_router
 from pms.api.fhir.scheduling import router as scheduling_router
 from pms.api.fhir.security import VerifiedTokens
@@ -86,7 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Before the FHIR router: /fhir/.well-known/... must not be taken for /fhir/{type}/{id}.
     app.include_router(oauth_router)
-    app.include_router(scheduling_router)  # before /fhir/{type}/{id}: its $operations are literal paths
+    app.include_router(scheduling_router)
+    app.include_router(emergency_router)  # before /fhir/{type}/{id}: its $operations are literal paths
     app.include_router(fhir_router)
     app.include_router(calendar_router)
     app.include_router(waitlist_router)
