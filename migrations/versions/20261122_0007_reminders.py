@@ -2,14 +2,14 @@
 small table of generated secrets (the key signing reminder links).
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0008 (written beside main's 0006/0008, re-chained after them when merged: one head)
 Create Date: 2026-11-22
 """
 
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

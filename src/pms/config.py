@@ -38,7 +38,6 @@ class Settings(BaseSettings):
     queue_name: str = Field(
         default="pms:queue", description="arq queue; also namespaces the worker's heartbeat key in Redis."
     )
-    clinic_timezone: str = Field(default="UTC", description="IANA zone in which messages show times.")
     clinic_name: str = "the clinic"
     public_url: str | None = Field(
         default=None, description="Public base of the web app for links in messages (default http://HOST:PORT)."
@@ -85,6 +84,37 @@ class Settings(BaseSettings):
     session_lifetime: int = Field(default=12 * 3600, description="Absolute sign-in session lifetime (s).")
     require_2fa_for_staff: bool = Field(
         default=True, description="Staff (every role but `patient`) must pass TOTP to sign in."
+    )
+
+    # -- scheduling (docs/scheduling.md) ----------------------------------------------------------------
+    clinic_timezone: str = Field(
+        default="UTC",
+        description="IANA zone of the clinic (e.g. Europe/London): working hours are wall-clock times there.",
+    )
+    slot_minutes: int = Field(
+        default=10, ge=1, le=240, description="Slot length when a Schedule does not set one."
+    )
+    slot_horizon_days: int = Field(
+        default=56, ge=1, le=731, description="How far ahead free Slots are materialised."
+    )
+    telehealth_url_template: str = Field(
+        default="https://meet.jit.si/pms-{appointment_id}-{secret}",
+        description="Video link of a telehealth visit; `{appointment_id}` and `{secret}` are filled in.",
+    )
+    self_booking_max_upcoming: int = Field(
+        default=3, description="Future bookings a patient may hold at once."
+    )
+    self_booking_max_per_day: int = Field(
+        default=5, description="Appointments a patient may create in 24 hours."
+    )
+
+    waitlist_hold_minutes: int = Field(
+        default=120,
+        ge=1,
+        description="How long freed time is held for the waitlisted patient it was offered to.",
+    )
+    calendar_feed_lifetime: int = Field(
+        default=180 * 24 * 3600, description="Seconds a practitioner's calendar feed link keeps working."
     )
 
     @property

@@ -12,23 +12,31 @@ from pydantic import BaseModel
 
 from pms import __version__
 from pms.api.app.appointments import router as appointments_router
+from pms.api.calendar import router as calendar_router
 from pms.api.errors import install_error_handlers
 from pms.api.fhir import docs
+from pms.api.fhir.emergency import router as emergency_router
 from pms.api.fhir.routes import router as fhir_router
+from pms.api.fhir.scheduling import router as scheduling_router
 from pms.api.fhir.security import VerifiedTokens
 from pms.api.oauth import router as oauth_router
+from pms.api.waitlist import router as waitlist_router
 from pms.auth.assertions import JwksFetcher
 from pms.auth.rbac import role_rows
 from pms.config import Settings, get_settings
 from pms.core.db import Database
 from pms.core.queue import JobQueue, WorkerHealth
+from pms.domains.hooks import write_hooks
 from pms.domains.reminders.links import load_signer
+from pms.domains.scheduling.wiring import scheduling_config
 from pms.fhir.validation import validate_resource
 from pms.storage import accounts
 from pms.storage.audit import AuditWriter
 from pms.storage.identity import KeyCache
+from pms.storage.links import LinkSigner
 from pms.storage.principals import PrincipalDirectory
 from pms.storage.registry_provider import RegistryProvider
+from pms.storage.units import SystemUnits
 
 DESCRIPTION = """\
 A FHIR R4 server for clinics. Every entity is a FHIR resource at `/fhir/{type}`; reads, writes,
@@ -58,6 +66,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await accounts.seed_roles(conn, roles=role_rows())
             app.state.link_signer = await load_signer(conn, settings.link_secret)  # reminder links
         app.state.keys = KeyCache(app.state.db)  # token signing/verification keys (storage/identity.py)
+        app.state.links = LinkSigner(app.state.keys, settings)  # signed links in messages (waitlist, feeds)
+        app.state.units = SystemUnits(
+            app.state.db,
+            validator=app.state.validator,
+            registry_provider=app.state.registry_provider,
+            hooks=app.state.write_hooks,
+        )
         app.state.principals = PrincipalDirectory(app.state.db)  # token -> AccessContext, cached briefly
         app.state.verified_tokens = VerifiedTokens()
         assert app.state.db.fast_pool is not None
@@ -72,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="PMS FHIR API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.validator = validate_resource
+    app.state.scheduling = scheduling_config(settings)
+    app.state.write_hooks = write_hooks(app.state.scheduling)  # domain rules on writes (storage/hooks.py)
     app.state.registry_provider = RegistryProvider(ttl=settings.search_registry_ttl)
     app.state.jwks_fetcher = JwksFetcher()  # backend clients' registered JWKS URLs, cached
     # Connects lazily, so the API starts and serves while Redis is down (core/queue.py).
@@ -80,7 +97,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Before the FHIR router: /fhir/.well-known/... must not be taken for /fhir/{type}/{id}.
     app.include_router(oauth_router)
+    app.include_router(scheduling_router)
+    app.include_router(emergency_router)  # before /fhir/{type}/{id}: its $operations are literal paths
     app.include_router(fhir_router)
+    app.include_router(calendar_router)
+    app.include_router(waitlist_router)
     app.include_router(appointments_router)
 
     @app.get(

@@ -1,1 +1,1 @@
-"""Domains: rules and multi-step flows over FHIR resources (they reach resources only via storage)."""
+"""Domain workflows (scheduling, reminders, ...): rules and multi-step flows on FHIR resources."""

@@ -74,7 +74,8 @@ async def appointment(
             "participant": [
                 {"actor": {"reference": f"Patient/{patient_['id']}"}, "status": "needs-action"},
                 {
-                    "actor": {"reference": "Practitioner/dr-lee", "display": "Dr. Lee"},
+                    # One practitioner per appointment: the scheduling rules refuse double bookings.
+                    "actor": {"reference": f"Practitioner/lee-{uuid.uuid4().hex[:8]}", "display": "Dr. Lee"},
                     "status": "accepted",
                 },
             ],

@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001 - full-width punctuation is correct in Chinese text
 """The pure parts of reminders: offsets, due times, languages, contact points, signed links."""
 
 from __future__ import annotations

@@ -139,8 +139,13 @@ async def respond_submit(request: Request, appointment_id: str) -> HTMLResponse:
     provider: RegistryProvider = request.app.state.registry_provider
     async with after_commit(request.app.state.queue) as jobs, db.transaction() as conn:
         registry = await provider.get(conn)
+        # The domains' write hooks: the scheduling rules check the change and free the time.
         repo = FhirRepository(
-            conn, validator=request.app.state.validator, indexer=Indexer(registry), jobs=jobs
+            conn,
+            validator=request.app.state.validator,
+            indexer=Indexer(registry),
+            hooks=request.app.state.write_hooks,
+            jobs=jobs,
         )
         try:
             answer = await respond(repo, appointment_id=appointment_id, action=checked)

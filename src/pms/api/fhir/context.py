@@ -41,7 +41,14 @@ async def interactions(
     # Jobs enqueued by this unit's writes reach the queue after the transaction (inner block) commits.
     async with after_commit(queue) as jobs, unit as conn:
         registry = await provider.get(conn)
-        repo = FhirRepository(conn, validator=validator, indexer=Indexer(registry), access=access, jobs=jobs)
+        repo = FhirRepository(
+            conn,
+            validator=validator,
+            indexer=Indexer(registry),
+            access=access,
+            hooks=request.app.state.write_hooks,
+            jobs=jobs,
+        )
         yield Interactions(
             repo,
             registry,

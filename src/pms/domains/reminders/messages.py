@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001 - full-width punctuation is correct in Chinese text
 """Reminder texts per language (English and Simplified Chinese to start). Pure: no I/O, no clock.
 
 Add a language by adding a `Templates` to `TEMPLATES`; a patient whose language has none gets English.
