@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             validator=app.state.validator,
             registry_provider=app.state.registry_provider,
             hooks=app.state.write_hooks,
+            queue=queue,  # jobs from these units' writes (a declined offer frees time) go after commit
         )
         app.state.principals = PrincipalDirectory(app.state.db)  # token -> AccessContext, cached briefly
         app.state.verified_tokens = VerifiedTokens()

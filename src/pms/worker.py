@@ -13,12 +13,20 @@ from typing import Any
 
 from arq.connections import ArqRedis
 from arq.cron import CronJob, cron
-from arq.worker import Worker
+from arq.worker import Worker, func
 
 from pms.config import Settings, get_settings
 from pms.core.db import Database
-from pms.core.queue import heartbeat_key, redis_settings
+from pms.core.queue import JobQueue, heartbeat_key, redis_settings
+from pms.domains.hooks import OFFER_FREED_TIME, write_hooks
 from pms.domains.reminders import tasks as reminder_tasks
+from pms.domains.scheduling.tasks import SchedulingJobs
+from pms.domains.scheduling.wiring import scheduling_config
+from pms.fhir.validation import validate_resource
+from pms.storage.identity import KeyCache
+from pms.storage.links import LinkSigner
+from pms.storage.registry_provider import RegistryProvider
+from pms.storage.units import SystemUnits
 
 HEARTBEAT_TTL = 300  # seconds; /health calls the worker down after 90 s without a beat
 
@@ -30,21 +38,63 @@ async def heartbeat(ctx: dict[str, Any]) -> None:
     await redis.set(heartbeat_key(settings.queue_name), datetime.now(UTC).isoformat(), ex=HEARTBEAT_TTL)
 
 
+# -- scheduling (domains/scheduling/tasks.py): the waitlist -----------------------------------------------
+
+
+async def offer_freed_time(ctx: dict[str, Any], start: str, end: str, actors: list[str]) -> str | None:
+    """Offer time an Appointment write gave back to the best waitlisted patient (domains/hooks.py)."""
+    jobs: SchedulingJobs = ctx["scheduling"]
+    offer = await jobs.offer_freed_time(datetime.fromisoformat(start), datetime.fromisoformat(end), actors)
+    return None if offer is None else str(offer.offer_id)
+
+
+async def expire_waitlist_offers(ctx: dict[str, Any]) -> int:
+    """Cancel the holds of offers nobody answered in time (each frees the time for the next one)."""
+    jobs: SchedulingJobs = ctx["scheduling"]
+    return await jobs.expire_offers()
+
+
+def _scheduling_jobs(settings: Settings, db: Database, queue: JobQueue) -> SchedulingJobs:
+    config = scheduling_config(settings)
+    units = SystemUnits(
+        db,
+        validator=validate_resource,
+        registry_provider=RegistryProvider(ttl=settings.search_registry_ttl),
+        hooks=write_hooks(config),
+        queue=queue,  # a job's writes can free time again (an expired hold): that is a job too
+    )
+    return SchedulingJobs(
+        units=units,
+        config=config,
+        links=LinkSigner(KeyCache(db), settings),
+        hold_minutes=settings.waitlist_hold_minutes,
+    )
+
+
+# -- lifecycle ----------------------------------------------------------------------------------------------
+
+
 async def startup(ctx: dict[str, Any]) -> None:
-    ctx["db"] = await Database.open(ctx["settings"])
+    settings: Settings = ctx["settings"]
+    ctx["db"] = db = await Database.open(settings)
+    ctx["queue"] = queue = JobQueue(settings.redis_url or "", queue_name=settings.queue_name)
+    ctx["scheduling"] = _scheduling_jobs(settings, db, queue)
     await reminder_tasks.startup(ctx)
     await heartbeat(ctx)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     await reminder_tasks.shutdown(ctx)
+    queue: JobQueue | None = ctx.get("queue")
+    if queue is not None:
+        await queue.close()
     db: Database | None = ctx.get("db")
     if db is not None:
         await db.dispose()
 
 
 def functions() -> list[Any]:
-    return [*reminder_tasks.FUNCTIONS]
+    return [func(offer_freed_time, name=OFFER_FREED_TIME), *reminder_tasks.FUNCTIONS]
 
 
 def cron_jobs(settings: Settings) -> list[CronJob]:
@@ -56,7 +106,10 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
         run_at_startup=False,
         keep_result=0,
     )
-    return [beat, *reminder_tasks.cron_jobs(settings)]
+    expire = cron(
+        expire_waitlist_offers, name=f"{settings.queue_name}:expire-waitlist-offers", second=30, timeout=300
+    )
+    return [beat, expire, *reminder_tasks.cron_jobs(settings)]
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
