@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from pms import __version__
+from pms.api.admin import router as admin_router
 from pms.api.app.appointments import router as appointments_router
 from pms.api.calendar import router as calendar_router
 from pms.api.errors import install_error_handlers
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(fhir_router)
     app.include_router(calendar_router)
     app.include_router(waitlist_router)
+    app.include_router(admin_router)
     app.include_router(appointments_router)
 
     @app.get(
