@@ -226,7 +226,8 @@ async def bench(args: argparse.Namespace, database_url: str, smtp_port: int, sms
     print()
     print(f"appointments due            {report.appointments:>10,}")
     print(
-        f"messages sent (email + SMS) {report.sent:>10,}   failed {report.failed}, retrying {report.retrying}"
+        f"messages sent ({args.channels:<9})  {report.sent:>10,}   "
+        f"failed {report.failed}, retrying {report.retrying}"
     )
     print(f"ledger                      {ledger}")
     print(
