@@ -46,7 +46,7 @@ class TestBoxFallback:
             "EXCLUDE USING gist (occupancy_box(actor, during) WITH &&))"
         )
         insert = (
-            "INSERT INTO occupancy VALUES ($1, tstzrange($2::timestamptz, $3::timestamptz)) "
+            "INSERT INTO occupancy VALUES ($1, tstzrange($2::text::timestamptz, $3::text::timestamptz)) "
             "ON CONFLICT DO NOTHING"
         )
         assert (
@@ -70,7 +70,9 @@ class TestBoxFallback:
 class TestInstalledConstraint:
     async def test_the_migrated_table_refuses_overlaps(self, conn: asyncpg.Connection) -> None:
         insert = (
-            "INSERT INTO appointment_occupancy VALUES ($1, $2, tstzrange($3::timestamptz, $4::timestamptz)) "
+            # ::text first: asyncpg binds a `$n::timestamptz` parameter as a datetime, not a string.
+            "INSERT INTO appointment_occupancy "
+            "VALUES ($1, $2, tstzrange($3::text::timestamptz, $4::text::timestamptz)) "
             "ON CONFLICT DO NOTHING"
         )
         assert (
