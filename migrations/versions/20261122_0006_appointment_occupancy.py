@@ -6,8 +6,8 @@ With btree_gist (PostgreSQL's contrib; a trusted extension since 13, so a databa
 the constraint is `EXCLUDE USING gist (actor WITH =, during WITH &&)`. Where it is missing (the
 `pgserver` wheel that `make run` falls back to ships no contrib), the same rule is expressed with a
 built-in GiST type: each row becomes a degenerate box at x = hash(actor) spanning its time on the y axis,
-and overlapping boxes conflict. Boxes are closed, so the upper end is pulled in by a microsecond to let
-back-to-back visits touch.
+and overlapping boxes conflict. Boxes are closed and PostgreSQL compares their coordinates with an
+absolute tolerance of 1e-6, so the upper end is pulled in by 10 ms to let back-to-back visits touch.
 
 Revision ID: 0006
 Revises: 0005
@@ -38,7 +38,7 @@ CREATE FUNCTION occupancy_box(actor text, during tstzrange) RETURNS box
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT box(
         point(hashtextextended(actor, 0)::float8, extract(epoch FROM lower(during))::float8),
-        point(hashtextextended(actor, 0)::float8, extract(epoch FROM upper(during))::float8 - 0.000001)
+        point(hashtextextended(actor, 0)::float8, extract(epoch FROM upper(during))::float8 - 0.01)
     )
 $$
 """
