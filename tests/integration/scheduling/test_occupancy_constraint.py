@@ -37,11 +37,6 @@ async def conn(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
 
 
 class TestBoxFallback:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="found when merging into worker: box `&&` counts touching edges as overlap, so the "
-        "fallback refuses back-to-back visits (09:00-09:20 then 09:20-09:40); scheduling to fix",
-    )
     async def test_overlaps_conflict_touching_visits_do_not(self, conn: asyncpg.Connection) -> None:
         await conn.execute("CREATE SCHEMA fallback_test")
         await conn.execute("SET LOCAL search_path = fallback_test")
