@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from tests.integration.worker.conftest import Mailbox
 from tests.integration.worker.helpers import appointment, email_of, patient
 
+from pms.config import Settings
 from pms.domains.reminders.sweep import Reminders, sweep
 
 LINK = re.compile(r"https://clinic\.test(/api/appointments/\S+)")
@@ -62,6 +64,7 @@ def by_patient_link(events: list[dict[str, Any]], person: dict[str, Any]) -> lis
 class TestConfirm:
     async def test_get_shows_a_page_and_changes_nothing_post_confirms(
         self,
+        settings: Settings,
         client: httpx.AsyncClient,
         web: httpx.AsyncClient,
         reminders: Reminders,
@@ -72,6 +75,9 @@ class TestConfirm:
 
         page = await web.get(paths["confirm"])
         assert page.status_code == 200 and '<form method="post">' in page.text
+        start = datetime.fromisoformat(booked["start"].replace("Z", "+00:00"))
+        local = start.astimezone(ZoneInfo(settings.clinic_timezone))  # the session app's clinic zone
+        assert local.utcoffset() and f"{local:%Y-%m-%d %H:%M}" in page.text
         assert (await current(client, booked))["meta"]["versionId"] == "1"
 
         done = await web.post(paths["confirm"].split("?")[0], data=form(paths["confirm"]))

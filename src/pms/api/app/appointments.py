@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
 from pms.api.oauth_pages import page
 from pms.audit import events
+from pms.config import Settings
 from pms.core.db import Database
 from pms.core.errors import AppError
 from pms.core.queue import after_commit
@@ -85,8 +87,15 @@ def _checked(request: Request, appointment_id: str, action: str, token: str) -> 
     return next(a for a in ACTIONS if a == action)
 
 
-def _when(appointment: dict[str, Any]) -> str:
-    return escape(str(appointment.get("start", "")).replace("T", " ")[:16])
+def _when(request: Request, appointment: dict[str, Any]) -> str:
+    """The start in the clinic's time zone, as the reminder showed it."""
+    settings: Settings = request.app.state.settings
+    try:
+        start = datetime.fromisoformat(str(appointment.get("start", "")).replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    local = start.astimezone(ZoneInfo(settings.clinic_timezone)) if start.tzinfo else start
+    return escape(f"{local:%Y-%m-%d %H:%M}")
 
 
 @router.get(
@@ -115,7 +124,7 @@ async def respond_page(
         await repo.flush()
     label = "Confirm" if checked == "confirm" else "Cancel the appointment"
     body = (
-        f"<p>Appointment on <strong>{_when(appointment)}</strong>.</p>"
+        f"<p>Appointment on <strong>{_when(request, appointment)}</strong>.</p>"
         f'<form method="post"><input type="hidden" name="action" value="{escape(checked)}">'
         f'<input type="hidden" name="token" value="{escape(token)}">'
         f'<button type="submit">{escape(label)}</button></form>'
