@@ -1,5 +1,6 @@
-"""Appointment reminders: the delivery ledger (exactly once per appointment, offset and channel) and a
-small table of generated secrets (the key signing reminder links).
+"""Appointment reminders: the delivery ledger (exactly once per appointment, offset and channel), the
+outbox's claims (each queued Communication sent once per recipient and channel) and a small table of
+generated secrets (the key signing reminder links).
 
 Revision ID: 0007
 Revises: 0008 (written beside main's 0006/0008, re-chained after them when merged: one head)
@@ -39,6 +40,21 @@ def upgrade() -> None:
     )
     op.execute(
         """
+        CREATE TABLE message_delivery (
+            communication_id text NOT NULL,
+            recipient text NOT NULL,
+            channel text NOT NULL CHECK (channel IN ('email', 'sms')),
+            status text NOT NULL CHECK (status IN ('sending', 'sent', 'failed')),
+            claimed_at timestamptz NOT NULL,
+            finished_at timestamptz,
+            provider_id text,
+            last_error text,
+            PRIMARY KEY (communication_id, recipient, channel)
+        )
+        """
+    )
+    op.execute(
+        """
         CREATE TABLE app_secret (
             name text PRIMARY KEY,
             value text NOT NULL,
@@ -50,4 +66,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP TABLE app_secret")
+    op.execute("DROP TABLE message_delivery")
     op.execute("DROP TABLE reminder_delivery")

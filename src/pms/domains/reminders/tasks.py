@@ -10,6 +10,7 @@ from pms.config import Settings
 from pms.core.db import Database
 from pms.domains.reminders.channels import senders
 from pms.domains.reminders.links import load_signer
+from pms.domains.reminders.outbox import deliver_outbox
 from pms.domains.reminders.sweep import ReminderConfig, Reminders, sweep
 from pms.fhir.validation import validate_resource
 from pms.storage.registry_provider import RegistryProvider
@@ -43,9 +44,18 @@ async def reminder_sweep(ctx: dict[str, Any]) -> dict[str, int]:
     return report.as_dict()
 
 
-FUNCTIONS = [reminder_sweep]
+async def outbox(ctx: dict[str, Any]) -> dict[str, int]:
+    """Deliver the Communications other flows queued (waitlist offers, alerts); see outbox.py."""
+    report = await deliver_outbox(ctx["reminders"])
+    return report.as_dict()
+
+
+FUNCTIONS = [reminder_sweep, outbox]
 
 
 def cron_jobs(settings: Settings) -> list[CronJob]:
     # Named after the queue: arq's cron job ids are global in Redis, and deployments may share one.
-    return [cron(reminder_sweep, name=f"{settings.queue_name}:reminder-sweep", second=0, timeout=600)]
+    return [
+        cron(reminder_sweep, name=f"{settings.queue_name}:reminder-sweep", second=0, timeout=600),
+        cron(outbox, name=f"{settings.queue_name}:outbox", second=15, timeout=300),
+    ]
