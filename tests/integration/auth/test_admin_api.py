@@ -51,8 +51,7 @@ class TestClients:
             assert client["kind"] == "backend" and client["client_secret"]
             listed = await http.get("/clients")
             assert any(
-                (c["client_id"] == client["client_id"]
-                and "client_secret" not in c)
+                (c["client_id"] == client["client_id"] and "client_secret" not in c)
                 or c.get("client_secret") is None
                 for c in listed.json()
             )
