@@ -54,6 +54,12 @@ async def expire_waitlist_offers(ctx: dict[str, Any]) -> int:
     return await jobs.expire_offers()
 
 
+async def extend_slot_horizons(ctx: dict[str, Any]) -> int:
+    """Daily: Slots for the days entering every active Schedule's horizon (PMS_SLOT_HORIZON_DAYS)."""
+    jobs: SchedulingJobs = ctx["scheduling"]
+    return await jobs.extend_horizons()
+
+
 def _scheduling_jobs(settings: Settings, db: Database, queue: JobQueue) -> SchedulingJobs:
     config = scheduling_config(settings)
     units = SystemUnits(
@@ -109,7 +115,15 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
     expire = cron(
         expire_waitlist_offers, name=f"{settings.queue_name}:expire-waitlist-offers", second=30, timeout=300
     )
-    return [beat, expire, *reminder_tasks.cron_jobs(settings)]
+    horizons = cron(
+        extend_slot_horizons,
+        name=f"{settings.queue_name}:extend-slot-horizons",
+        hour=2,
+        minute=17,
+        second=0,
+        timeout=1800,
+    )  # a quiet hour (the worker's local time); it redoes the last two days, so a missed run loses nothing
+    return [beat, expire, horizons, *reminder_tasks.cron_jobs(settings)]
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
