@@ -46,7 +46,6 @@ def test_only_the_worker_imports_the_domains_tasks() -> None:
         if any(name.startswith("pms.domains.") and name.endswith(".tasks") for name in imports(path))
         and path.parent.name != "tests"
     }
-    # A domain's own package may use its tasks module; no other layer may. Known exception, to be moved:
-    # api/waitlist.py takes the OFFER_PURPOSE constant from scheduling/tasks.py (it belongs in codes.py).
-    outside = {p for p in importers if not p.startswith("domains/")} - {"api/waitlist.py"}
+    # A domain's own package may use its tasks module; no other layer may.
+    outside = {p for p in importers if not p.startswith("domains/")}
     assert outside == {"worker.py"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pms.domains.scheduling.codes import OFFER_PURPOSE
 from pms.domains.scheduling.config import SchedulingConfig
 from pms.domains.scheduling.offers import Offer
 from pms.domains.scheduling.periods import Interval
@@ -14,8 +15,6 @@ from pms.domains.scheduling.store import SchedulingStore
 from pms.domains.scheduling.waitlist import Waitlist
 from pms.storage.links import LinkSigner
 from pms.storage.units import SystemUnits
-
-OFFER_PURPOSE = "waitlist-offer"
 
 
 @dataclass(frozen=True)
