@@ -40,7 +40,8 @@ class Settings(BaseSettings):
     )
     clinic_name: str = "the clinic"
     public_url: str | None = Field(
-        default=None, description="Public base of the web app for links in messages (default http://HOST:PORT)."
+        default=None,
+        description="Public base of the web app for links in messages (default http://HOST:PORT).",
     )
     link_secret: str | None = Field(
         default=None, description="Key signing reminder links; default: generated once, kept in the database."

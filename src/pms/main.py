@@ -107,9 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_router)
     app.include_router(appointments_router)
 
-    @app.get(
-        "/health", response_model=Health, tags=["system"], summary="Liveness, database and worker state"
-    )
+    @app.get("/health", response_model=Health, tags=["system"], summary="Liveness, database and worker state")
     async def health() -> Health:
         database = "ok" if await app.state.db.reachable() else "unreachable"
         worker = await queue.worker_health() if queue is not None else WorkerHealth(state="unknown")

@@ -24,6 +24,7 @@ from pms.domains.scheduling.visit_types import VisitType, find_visit_type, visit
 
 TIMES_OF_DAY = {"morning": (0, 12), "afternoon": (12, 17), "evening": (17, 24)}
 MAX_WINDOW_DAYS = 92
+NAMED_SCHEDULES = 8  # up to this many Schedules, the Slot search names them (see _free_slots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,19 +131,9 @@ class SlotFinder:
         day_start = request.window.start
         while day_start < request.window.end and len(options) < request.count:
             day_end = min(day_start + timedelta(days=1), request.window.end)
-            slots = await self.store.search_any(
-                "Slot",
-                "schedule",
-                [f"Schedule/{s}" for s in schedules],
-                [
-                    ("status", "free"),
-                    ("start", f"ge{fhir_instant(day_start)}"),
-                    ("start", f"lt{fhir_instant(day_end)}"),
-                ],
-            )
-            # A visit starting near midnight may run into the next day's slots: look a little further.
-            tail = await self._tail(schedules, day_end, minutes) if slots else []
-            for option in self._options(slots + tail, schedules, minutes, request.window):
+            # A visit starting late may run into the next slots: read a visit's length further.
+            slots = await self._free_slots(schedules, day_start, day_end + timedelta(minutes=minutes))
+            for option in self._options(slots, schedules, minutes, request.window):
                 if option.interval.start >= day_end:
                     continue
                 if any(option.interval.overlaps(b) for b in patient_busy):
@@ -154,19 +145,27 @@ class SlotFinder:
         options.sort(key=lambda o: (o.interval.start, o.schedule_id))
         return visit, options[: request.count]
 
-    async def _tail(
-        self, schedules: Mapping[str, Any], after: datetime, minutes: int
+    async def _free_slots(
+        self, schedules: Mapping[str, Any], start: datetime, end: datetime
     ) -> list[dict[str, Any]]:
-        return await self.store.search_any(
-            "Slot",
-            "schedule",
-            [f"Schedule/{s}" for s in schedules],
-            [
-                ("status", "free"),
-                ("start", f"ge{fhir_instant(after)}"),
-                ("start", f"lt{fhir_instant(after + timedelta(minutes=minutes))}"),
-            ],
-        )
+        """Free Slots of these Schedules starting in [start, end). For a few Schedules the search names
+        them; for many it reads the day's free Slots and keeps theirs: naming dozens of Schedules makes
+        PostgreSQL read each one's whole horizon (their reference rows), the day's Slots are far fewer."""
+        window = [
+            ("status", "free"),
+            ("start", f"ge{fhir_instant(start)}"),
+            ("start", f"lt{fhir_instant(end)}"),
+        ]
+        if len(schedules) <= NAMED_SCHEDULES:
+            return await self.store.search_any(
+                "Slot", "schedule", [f"Schedule/{s}" for s in schedules], window
+            )
+        wanted = {f"Schedule/{s}" for s in schedules}
+        return [
+            slot
+            for slot in await self.store.search("Slot", window, limit=100_000)
+            if relative_reference((slot.get("schedule") or {}).get("reference")) in wanted
+        ]
 
     def _options(
         self,
