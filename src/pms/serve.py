@@ -96,9 +96,13 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, reload: boo
         with _sigterm_raises(), resolved_database_url(settings) as url:
             # Uvicorn workers are separate processes that build their own Settings from the environment.
             os.environ["DATABASE_URL"] = url
+            # ...and the bound address, from which the web app's redirect URIs are derived (api/spa.py).
+            os.environ["HOST"], os.environ["PORT"] = host, str(port)
             if migrate:
                 run_migrations(url)
-            print(f"PMS FHIR API on http://{host}:{port}/fhir (docs: http://{host}:{port}/docs)", flush=True)
+            print(
+                f"PMS on http://{host}:{port}/ (staff web app), API at /fhir, docs at /docs", flush=True
+            )
             uvicorn.run(
                 APP_FACTORY,
                 factory=True,
