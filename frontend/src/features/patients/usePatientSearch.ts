@@ -1,0 +1,72 @@
+import { keepPreviousData, useQuery } from '@tanstack/react-query';
+import { useEffect, useState } from 'react';
+import { linkOf, matches } from '../../fhir/client';
+import { useFhirClient } from '../../fhir/context';
+import { patientQueries } from '../../fhir/patientSearch';
+import type { Bundle, Patient } from '../../fhir/types';
+
+export const SEARCH_DEBOUNCE_MS = 150;
+
+export function useDebounced<T>(value: T, delayMs: number): T {
+  const [debounced, setDebounced] = useState(value);
+  useEffect(() => {
+    const timer = window.setTimeout(() => setDebounced(value), delayMs);
+    return () => window.clearTimeout(timer);
+  }, [value, delayMs]);
+  return debounced;
+}
+
+interface SearchPage {
+  patients: Patient[];
+  nextLinks: string[];
+}
+
+function merge(bundles: Bundle<Patient>[]): SearchPage {
+  const seen = new Set<string>();
+  const patients: Patient[] = [];
+  for (const bundle of bundles) {
+    for (const patient of matches(bundle)) {
+      if (patient.id && !seen.has(patient.id)) {
+        seen.add(patient.id);
+        patients.push(patient);
+      }
+    }
+  }
+  return { patients, nextLinks: bundles.flatMap((bundle) => linkOf(bundle, 'next') ?? []) };
+}
+
+/**
+ * Results as you type: the searches for the (debounced) text run in parallel and are merged without
+ * duplicates; `pages` are the paging links followed so far ("show more").
+ */
+export function usePatientSearch(text: string) {
+  const client = useFhirClient();
+  const term = useDebounced(text.trim(), SEARCH_DEBOUNCE_MS);
+  const [more, setMore] = useState<{ term: string; links: string[][] }>({ term, links: [] });
+  const pages = more.term === term ? more.links : [];
+  const query = useQuery({
+    queryKey: ['patient-search', term, pages],
+    enabled: patientQueries(term).length > 0,
+    placeholderData: keepPreviousData,
+    queryFn: async ({ signal }) => {
+      const first = patientQueries(term).map((q) => client.request<Bundle<Patient>>('GET', `Patient?${q}`, undefined));
+      const rest = pages.flatMap((links) => links.map((url) => client.page<Patient>(url)));
+      void signal;
+      const bundles = await Promise.all([...first, ...rest]);
+      const merged = merge(bundles);
+      const lastBatch = pages.length ? bundles.slice(bundles.length - (pages.at(-1)?.length ?? 0)) : bundles;
+      return { patients: merged.patients, nextLinks: lastBatch.flatMap((b) => linkOf(b, 'next') ?? []) };
+    },
+  });
+  const searching = term !== text.trim() || query.isFetching;
+  return {
+    term,
+    active: patientQueries(term).length > 0,
+    patients: query.data?.patients ?? [],
+    hasMore: (query.data?.nextLinks.length ?? 0) > 0,
+    showMore: () => setMore({ term, links: [...pages, query.data?.nextLinks ?? []] }),
+    searching,
+    error: query.error,
+    isPending: query.isPending,
+  };
+}
