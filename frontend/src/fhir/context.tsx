@@ -7,16 +7,19 @@ export function FhirProvider({
   baseUrl,
   getToken,
   onUnauthorized,
+  fetchImpl,
   children,
 }: {
   baseUrl: string;
   getToken: TokenSource;
   onUnauthorized?: () => void;
+  /** Tests hand in a stub; the app uses the browser's fetch. */
+  fetchImpl?: typeof fetch;
   children: ReactNode;
 }) {
   const client = useMemo(
-    () => new FhirClient({ baseUrl, getToken, onUnauthorized }),
-    [baseUrl, getToken, onUnauthorized],
+    () => new FhirClient({ baseUrl, getToken, onUnauthorized, fetchImpl }),
+    [baseUrl, getToken, onUnauthorized, fetchImpl],
   );
   return <FhirContext.Provider value={client}>{children}</FhirContext.Provider>;
 }
