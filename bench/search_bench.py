@@ -327,12 +327,26 @@ def replica_bodies(plan: Sequence[tuple[int, Template]]) -> Iterator[tuple[bytes
         yield template.render(replica), template.resources
 
 
-def appointment(rng: random.Random, practitioner: str, patient: str) -> dict[str, Any]:
-    day = APPOINTMENT_START + timedelta(days=rng.randrange(APPOINTMENT_DAYS))
-    start = datetime(
-        day.year, day.month, day.day, rng.randint(8, 16), rng.choice((0, 15, 30, 45)), tzinfo=UTC
+QUARTERS_PER_DAY = 32  # 08:00-16:00 in 15-minute visits
+
+
+def appointment(
+    rng: random.Random, index: int, practitioners: Sequence[str], patients: Sequence[str]
+) -> dict[str, Any]:
+    """The `index`-th visit on a grid: each practitioner's visits follow one another in 15-minute steps
+    (the server refuses double bookings), and no patient is in two rooms at once."""
+    practitioner = practitioners[index % len(practitioners)]
+    # Patients are drawn per practitioner column, so two visits at one time never share a patient.
+    column = index % len(practitioners)
+    patient = patients[
+        column + len(practitioners) * rng.randrange(max(1, len(patients) // len(practitioners)))
+    ]
+    quarter = index // len(practitioners)
+    day = APPOINTMENT_START + timedelta(days=(quarter // QUARTERS_PER_DAY) % APPOINTMENT_DAYS)
+    start = datetime(day.year, day.month, day.day, 8, tzinfo=UTC) + timedelta(
+        minutes=15 * (quarter % QUARTERS_PER_DAY)
     )
-    end = start + timedelta(minutes=rng.choice((15, 30, 45, 60)))
+    end = start + timedelta(minutes=15)
     return {
         "resourceType": "Appointment",
         "status": "booked",
@@ -355,10 +369,10 @@ def appointment_bodies(
         entries = [
             {
                 "fullUrl": f"urn:uuid:{uuid.uuid4()}",
-                "resource": appointment(rng, rng.choice(practitioners), rng.choice(patients)),
+                "resource": appointment(rng, start + offset, practitioners, patients),
                 "request": {"method": "POST", "url": "Appointment"},
             }
-            for _ in range(size)
+            for offset in range(size)
         ]
         yield orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}), size
 

@@ -111,6 +111,7 @@ def settings(database_url: str) -> Settings:
         max_body_bytes=2 * 1024 * 1024,
         search_registry_ttl=0,
         backend_token_lifetime=3600,  # the suite's system token outlives the run
+        clinic_timezone="America/New_York",  # a zone with DST, for the scheduling tests
     )
 
 
@@ -146,8 +147,13 @@ async def _system_token(server_url: str, settings: Settings) -> str:
     try:
         async with db.transaction() as conn:
             client = await identity.create_client(
-                conn, name="test suite", kind="confidential", grant_types=["client_credentials"],
-                scopes=["system/*.*"], secret=secret, now=datetime.now(UTC),
+                conn,
+                name="test suite",
+                kind="confidential",
+                grant_types=["client_credentials"],
+                scopes=["system/*.*"],
+                secret=secret,
+                now=datetime.now(UTC),
             )
     finally:
         await db.dispose()

@@ -7,7 +7,16 @@ the way an integrator does. `SYSTEM_TOKENS` maps a server URL to that token.
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 import httpx
+
+from pms.auth.keys import KeyRing
+from pms.auth.rbac import role_rows
+from pms.auth.tokens import issue_access_token
+from pms.core.db import Database
+from pms.storage import accounts, identity
 
 SYSTEM_TOKENS: dict[str, str] = {}
 
@@ -19,3 +28,57 @@ def auth_headers(server_url: str) -> dict[str, str]:
 def fhir_client(server_url: str, *, timeout: float = 60) -> httpx.AsyncClient:
     """An httpx client for `{server_url}/fhir` carrying the session's system token."""
     return httpx.AsyncClient(base_url=f"{server_url}/fhir", timeout=timeout, headers=auth_headers(server_url))
+
+
+class TokenMinter:
+    """Users with given roles and access tokens for them, signed with the server's own key exactly as
+    the token endpoint signs them (tests of enforcement need many principals, not many logins)."""
+
+    def __init__(self, server_url: str, database: Database) -> None:
+        self.base = f"{server_url}/fhir"
+        self.database = database
+        self.client_id = ""
+
+    async def setup(self) -> None:
+        async with self.database.transaction() as conn:
+            await accounts.seed_roles(conn, roles=role_rows())
+            client = await identity.create_client(
+                conn,
+                name="test app",
+                kind="public",
+                grant_types=["authorization_code"],
+                scopes=["patient/*.cruds", "user/*.cruds", "openid", "fhirUser", "launch/patient"],
+                redirect_uris=["http://127.0.0.1/callback"],
+                now=datetime.now(UTC),
+            )
+        self.client_id = client.client_id
+
+    async def token(
+        self, *, scope: str, roles: list[str], fhir_user: str | None = None, patient: str | None = None
+    ) -> str:
+        async with self.database.transaction() as conn:
+            user = await accounts.create_user(
+                conn,
+                username=f"u{uuid.uuid4().hex[:12]}",
+                password="correct horse battery staple",
+                roles=roles,
+                fhir_user=fhir_user,
+            )
+            await identity.ensure_signing_key(conn, now=datetime.now(UTC))
+            ring = KeyRing.of(await identity.load_keys(conn, now=datetime.now(UTC)), now=datetime.now(UTC))
+        key = ring.signing
+        assert key is not None
+        return issue_access_token(
+            key,
+            issuer=self.base,
+            audience=self.base,
+            subject=str(user.user_id),
+            client_id=self.client_id,
+            scope=scope,
+            lifetime=600,
+            context={"patient": patient} if patient else None,
+            fhir_user=fhir_user,
+        )
+
+    def http(self, token: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base, timeout=60, headers={"Authorization": f"Bearer {token}"})

@@ -65,6 +65,32 @@ class Settings(BaseSettings):
         default=None, description="The built web app (index.html + assets/); default: frontend/dist."
     )
 
+    # -- scheduling (docs/scheduling.md) ----------------------------------------------------------------
+    clinic_timezone: str = Field(
+        default="UTC",
+        description="IANA zone of the clinic (e.g. Europe/London): working hours are wall-clock times there.",
+    )
+    slot_minutes: int = Field(
+        default=10, ge=1, le=1440, description="Slot length when a Schedule does not set one."
+    )
+    slot_horizon_days: int = Field(
+        default=56, ge=1, le=731, description="How far ahead free Slots are materialised."
+    )
+    telehealth_url_template: str = Field(
+        default="https://meet.jit.si/pms-{appointment_id}-{secret}",
+        description="Video link of a telehealth visit; `{appointment_id}` and `{secret}` are filled in.",
+    )
+    self_booking_max_upcoming: int = Field(
+        default=3, description="Future bookings a patient may hold at once."
+    )
+    self_booking_max_per_day: int = Field(
+        default=5, description="Appointments a patient may create in 24 hours."
+    )
+
+    calendar_feed_lifetime: int = Field(
+        default=180 * 24 * 3600, description="Seconds a practitioner's calendar feed link keeps working."
+    )
+
     @property
     def max_token_lifetime(self) -> int:
         """How long a retired signing key must keep verifying (the longest-lived JWT it signed)."""

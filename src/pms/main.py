@@ -12,15 +12,19 @@ from pydantic import BaseModel
 
 from pms import __version__
 from pms.api import spa
+from pms.api.calendar import router as calendar_router
 from pms.api.errors import install_error_handlers
 from pms.api.fhir import docs
 from pms.api.fhir.routes import router as fhir_router
+from pms.api.fhir.scheduling import router as scheduling_router
 from pms.api.fhir.security import VerifiedTokens
 from pms.api.oauth import router as oauth_router
 from pms.auth.assertions import JwksFetcher
 from pms.auth.rbac import role_rows
 from pms.config import Settings, get_settings
 from pms.core.db import Database
+from pms.domains.hooks import write_hooks
+from pms.domains.scheduling.wiring import scheduling_config
 from pms.fhir.validation import validate_resource
 from pms.storage import accounts
 from pms.storage.audit import AuditWriter
@@ -68,12 +72,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="PMS FHIR API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.validator = validate_resource
+    app.state.scheduling = scheduling_config(settings)
+    app.state.write_hooks = write_hooks(app.state.scheduling)  # domain rules on writes (storage/hooks.py)
     app.state.registry_provider = RegistryProvider(ttl=settings.search_registry_ttl)
     app.state.jwks_fetcher = JwksFetcher()  # backend clients' registered JWKS URLs, cached
     install_error_handlers(app)
     # Before the FHIR router: /fhir/.well-known/... must not be taken for /fhir/{type}/{id}.
     app.include_router(oauth_router)
+    app.include_router(scheduling_router)  # before /fhir/{type}/{id}: its $operations are literal paths
     app.include_router(fhir_router)
+    app.include_router(calendar_router)
 
     @app.get("/health", response_model=Health, tags=["system"], summary="Liveness and database reachability")
     async def health() -> Health:

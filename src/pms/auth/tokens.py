@@ -267,3 +267,46 @@ def verify_id_token(
     if claims.get("iss") != issuer or claims.get("aud") != client_id:
         raise InvalidToken("wrong issuer or audience")
     return claims
+
+
+LINK_TOKEN_TYPE = "link+jwt"
+
+
+def issue_link_token(
+    key: SigningKey,
+    *,
+    issuer: str,
+    purpose: str,
+    subject: str,
+    lifetime: int,
+    extra: Mapping[str, Any] | None = None,
+    now: int | None = None,
+) -> str:
+    """A token that goes into a URL for one purpose (a calendar feed, a confirm link): signed like access
+    tokens, but its own `typ` and an audience naming the purpose, so it can never pass as a bearer token
+    and a token for one purpose never opens another."""
+    issued = int(time.time()) if now is None else now
+    claims: dict[str, Any] = {
+        **(extra or {}),
+        "iss": issuer,
+        "aud": f"{issuer}#{purpose}",
+        "sub": subject,
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + lifetime,
+        "jti": uuid.uuid4().hex,
+    }
+    return _sign(key, claims, typ=LINK_TOKEN_TYPE)
+
+
+def verify_link_token(
+    token: str, keys: KeyRing | Mapping[str, SigningKey], *, issuer: str, purpose: str, now: int | None = None
+) -> dict[str, Any]:
+    """The claims of a valid, unexpired link token for `purpose`; InvalidToken otherwise."""
+    claims = verify_signed(token, keys, typ=LINK_TOKEN_TYPE)
+    check_times(claims, now=int(time.time()) if now is None else now)
+    if claims.get("iss") != issuer or claims.get("aud") != f"{issuer}#{purpose}":
+        raise InvalidToken("the link is not for this")
+    if not isinstance(claims.get("sub"), str):
+        raise InvalidToken("the link names nobody")
+    return claims

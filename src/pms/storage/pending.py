@@ -29,7 +29,12 @@ class PendingCreates:
         return bool(self.ids)
 
     def add(
-        self, resource_type: str, id_: str, last_updated: datetime, content: str, method: str,
+        self,
+        resource_type: str,
+        id_: str,
+        last_updated: datetime,
+        content: str,
+        method: str,
         values: list[IndexValue],
     ) -> None:
         slot = len(self.ids)

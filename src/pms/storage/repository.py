@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from pms.fhir import jsonio
 from pms.fhir.definitions import resource_types
 from pms.fhir.resource import Validator, check_id, stamp, validate
 from pms.storage.guard import Guard
+from pms.storage.hooks import ResourceChange, WriteHooks
 from pms.storage.indexer import Indexer
 from pms.storage.pending import PendingCreates
 from pms.storage.records import StoredVersion
@@ -50,15 +52,29 @@ class FhirRepository:
         validator: Validator,
         indexer: Indexer,
         access: AccessContext | None = None,
+        hooks: WriteHooks | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.conn = conn
         self.validator = validator
         self.indexer = indexer
         self.clock = clock
+        self.hooks = hooks or WriteHooks()
         self.pending = PendingCreates()
         # Every resource touched is checked against the caller's access (None: internal view).
         self.guard = Guard(access)
+
+    @property
+    def access(self) -> AccessContext | None:
+        return self.guard.access
+
+    def as_system(self) -> FhirRepository:
+        """The same unit of work (connection, buffered writes, hooks) seen by the server itself: what a
+        domain rule does as a consequence of an allowed write (marking a Slot busy) is not limited by
+        the caller's own access."""
+        system = copy.copy(self)
+        system.guard = Guard(None)
+        return system
 
     async def flush(self) -> None:
         """Write buffered creates and index rows: before any read of the store, and before the unit of
@@ -136,6 +152,7 @@ class FhirRepository:
         resource_type = body["resourceType"]
         self.guard.require_resource("create", body)
         id_ = id_ or new_id()
+        await self._run_hooks(resource_type, id_, None, body)
         now = self.clock()
         stamped = stamp(body, id_=id_, version_id=1, last_updated=now)
         content = jsonio.dumps(stamped)
@@ -180,6 +197,7 @@ class FhirRepository:
                     raise precondition_failed(
                         f"{resource_type}/{id_} does not exist, so it cannot be at version {if_match}"
                     )
+                await self._run_hooks(resource_type, id_, None, body)
                 created = await self._insert_if_absent(body, resource_type, id_)
                 if created is not None:
                     return created, True
@@ -189,6 +207,7 @@ class FhirRepository:
                     f"{resource_type}/{id_} is at version {locked.version_id}, not {if_match} (If-Match)"
                 )
             self._require_locked("update", resource_type, id_, locked)
+            await self._run_hooks(resource_type, id_, locked, body)
             stored = await self._write_version(
                 locked.rid, body, resource_type, id_, locked.version_id + 1, "PUT"
             )
@@ -217,6 +236,7 @@ class FhirRepository:
                 f"(now at version {locked.version_id})"
             )
         self._require_locked("patch", resource_type, id_, locked)
+        await self._run_hooks(resource_type, id_, locked, body)
         return await self._write_version(locked.rid, body, resource_type, id_, expected_version + 1, method)
 
     async def delete(
@@ -243,6 +263,7 @@ class FhirRepository:
         if locked.deleted:
             return None
         self._require_locked("delete", resource_type, id_, locked)
+        await self._run_hooks(resource_type, id_, locked, None)
         now = self.clock()
         version_id = locked.version_id + 1
         await self.conn.execute(
@@ -352,6 +373,17 @@ class FhirRepository:
         ).scalar_one_or_none()
 
     # -- internals ---------------------------------------------------------------------------------------
+
+    async def _run_hooks(
+        self, resource_type: str, id_: str, locked: Any, after: dict[str, Any] | None
+    ) -> None:
+        """Let the domain rules attached to this type check and complete the write (hooks.py)."""
+        if not self.hooks.watches(resource_type):
+            return
+        before: Mapping[str, Any] | None = None
+        if locked is not None and not locked.deleted and locked.content is not None:
+            before = jsonio.loads(locked.content)
+        await self.hooks.run(self, ResourceChange(resource_type, id_, before, after))
 
     def _require_locked(self, interaction: Interaction, resource_type: str, id_: str, locked: Any) -> None:
         """The stored version being replaced must be within the caller's access too (no moving a

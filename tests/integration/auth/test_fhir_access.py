@@ -7,44 +7,25 @@ on read, search, _include, history and writes, including inside transactions.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from tests.support import fhir_client
+from tests.support import TokenMinter, fhir_client
 
-from pms.auth.keys import KeyRing
-from pms.auth.rbac import role_rows
-from pms.auth.tokens import issue_access_token
 from pms.core.db import Database
-from pms.storage import accounts, identity
 
 
-class World:
-    """Two patients with an Observation each, a receptionist, and a way to mint their tokens."""
+class World(TokenMinter):
+    """Two patients with an Observation each, and a way to mint tokens for users of any role."""
 
     def __init__(self, server_url: str, database: Database) -> None:
+        super().__init__(server_url, database)
         self.server_url = server_url
-        self.database = database
-        self.base = f"{server_url}/fhir"
-        self.client_id = ""
 
     async def setup(self) -> None:
-        async with self.database.transaction() as conn:
-            await accounts.seed_roles(conn, roles=role_rows())
-            client = await identity.create_client(
-                conn,
-                name="access tests",
-                kind="public",
-                grant_types=["authorization_code"],
-                scopes=["patient/*.cruds", "user/*.cruds", "openid", "fhirUser", "launch/patient"],
-                redirect_uris=["http://127.0.0.1/callback"],
-                now=datetime.now(UTC),
-            )
-        self.client_id = client.client_id
+        await super().setup()
         async with fhir_client(self.server_url) as admin:
             self.patients: dict[str, str] = {}
             self.observations: dict[str, str] = {}
@@ -57,37 +38,6 @@ class World:
                 self.patients[name] = patient["id"]
                 observation = (await admin.post("/Observation", json=observation_of(patient["id"]))).json()
                 self.observations[name] = observation["id"]
-
-    async def token(
-        self, *, scope: str, roles: list[str], fhir_user: str | None = None, patient: str | None = None
-    ) -> str:
-        username = f"u{uuid.uuid4().hex[:12]}"
-        async with self.database.transaction() as conn:
-            user = await accounts.create_user(
-                conn,
-                username=username,
-                password="correct horse battery staple",
-                roles=roles,
-                fhir_user=fhir_user,
-            )
-            await identity.ensure_signing_key(conn, now=datetime.now(UTC))
-            ring = KeyRing.of(await identity.load_keys(conn, now=datetime.now(UTC)), now=datetime.now(UTC))
-        key = ring.signing
-        assert key is not None
-        return issue_access_token(
-            key,
-            issuer=self.base,
-            audience=self.base,
-            subject=str(user.user_id),
-            client_id=self.client_id,
-            scope=scope,
-            lifetime=600,
-            context={"patient": patient} if patient else None,
-            fhir_user=fhir_user,
-        )
-
-    def http(self, token: str) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base, timeout=60, headers={"Authorization": f"Bearer {token}"})
 
 
 def observation_of(patient_id: str) -> dict[str, Any]:

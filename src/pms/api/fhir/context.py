@@ -38,7 +38,13 @@ async def interactions(
     unit = db.transaction() if write else db.reader()
     async with unit as conn:
         registry = await provider.get(conn)
-        repo = FhirRepository(conn, validator=validator, indexer=Indexer(registry), access=access)
+        repo = FhirRepository(
+            conn,
+            validator=validator,
+            indexer=Indexer(registry),
+            access=access,
+            hooks=request.app.state.write_hooks,
+        )
         yield Interactions(
             repo,
             registry,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
@@ -25,7 +26,7 @@ from pms.fhir.searchparams import Registry
 from pms.fhir.urls import Target, parse_version
 from pms.storage.audit import AuditWriter, denial_event, interaction_event, interaction_name
 from pms.storage.guard import Guard
-from pms.storage.interactions import InteractionRequest, Outcome, conditional_read
+from pms.storage.interactions import InteractionRequest, Interactions, Outcome, conditional_read
 from pms.storage.records import StoredVersion
 from pms.storage.registry_provider import RegistryProvider
 
@@ -106,14 +107,35 @@ async def _run(request: Request, call: InteractionRequest, *, write: bool) -> Re
     view = presentation(request)
     call.strict = view.strict
     interaction = interaction_name(call.method, call.target)
+    audited_query = interaction.startswith("search")
+
+    async def execute(fhir: Interactions) -> Outcome:
+        return await fhir.execute(call)
+
+    outcome = await run_audited(request, interaction, execute, write=write, audit_query=audited_query)
+    return fhir_response(
+        outcome, view, write=write and call.method != "DELETE", head=request.method == "HEAD"
+    )
+
+
+async def run_audited(
+    request: Request,
+    interaction: AuditInteraction,
+    action: Callable[[Interactions], Awaitable[Outcome]],
+    *,
+    write: bool,
+    audit_query: bool = False,
+    authenticate: Callable[[Request], Awaitable[AccessContext]] = access_for,
+) -> Outcome:
+    """Run `action` in one unit of work with the caller's access, and record the AuditEvent in that
+    same unit (written, or rolled back, with what it records); refusals are audited on their own."""
     access: AccessContext | None = None
     try:
-        access = await access_for(request)
+        access = await authenticate(request)
         async with interactions(request, write=write, access=access) as fhir:
-            outcome: Outcome = await fhir.execute(call)
+            outcome: Outcome = await action(fhir)
             touched = [outcome.stored, *outcome.touched] if outcome.stored else outcome.touched
-            query = f"{request.url.path}?{request.url.query}" if interaction.startswith("search") else None
-            # Audited in the same unit of work: written (or rolled back) with what it records.
+            query = f"{request.url.path}?{request.url.query}" if audit_query else None
             fhir.repo.append_internal(
                 interaction_event(
                     interaction=interaction,
@@ -128,9 +150,7 @@ async def _run(request: Request, call: InteractionRequest, *, write: bool) -> Re
     except AppError as error:
         await _audit_refusal(request, interaction, access, error)
         raise
-    return fhir_response(
-        outcome, view, write=write and call.method != "DELETE", head=request.method == "HEAD"
-    )
+    return outcome
 
 
 def _address(request: Request) -> str | None:

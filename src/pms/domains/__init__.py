@@ -1,0 +1,1 @@
+"""Domain workflows (scheduling, ...): rules and multi-step flows on FHIR resources."""

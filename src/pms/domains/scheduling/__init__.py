@@ -1,0 +1,1 @@
+"""Scheduling: availability, Slots, booking without double booking, recurring series, $find/$book."""

@@ -1,0 +1,60 @@
+"""What scheduling needs from the FHIR repository, in the server's own (system) view.
+
+Rules run as a consequence of a write the caller was allowed to make, so their reads and the writes they
+cause (Slots turning busy) are not limited by the caller's access; the caller's own write was checked by
+the repository already. Searches are the definition-driven ones every client has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pms.fhir import jsonio
+from pms.fhir.search import parse_search
+from pms.storage.records import StoredVersion
+from pms.storage.repository import FhirRepository
+from pms.storage.search.engine import SearchEngine
+
+PAGE = 1000
+
+
+class SchedulingStore:
+    def __init__(self, repo: FhirRepository) -> None:
+        self.caller = repo
+        self.repo = repo.as_system()
+        self.conn = repo.conn
+        self.registry = repo.indexer.registry
+        self._engine = SearchEngine(repo.conn, self.registry, base="", default_count=PAGE)
+
+    async def search(
+        self, resource_type: str, query: list[tuple[str, str]], *, limit: int = 10_000
+    ) -> list[dict[str, Any]]:
+        """Every match (up to `limit`), as parsed resources, in the order `_sort` asks for."""
+        return [resource for _, resource in await self.search_stored(resource_type, query, limit=limit)]
+
+    async def search_stored(
+        self, resource_type: str, query: list[tuple[str, str]], *, limit: int = 10_000
+    ) -> list[tuple[StoredVersion, dict[str, Any]]]:
+        await self.repo.flush()
+        request = parse_search(
+            resource_type,
+            [*query, ("_count", str(min(PAGE, limit)))],
+            self.registry,
+            handling="strict",
+            max_count=PAGE,
+        )
+        found: list[tuple[StoredVersion, dict[str, Any]]] = []
+        while True:
+            result = await self._engine.search(request)
+            found.extend((stored, jsonio.loads(stored.content or b"{}")) for stored in result.matches)
+            if result.next_token is None or len(found) >= limit:
+                return found[:limit]
+            request = dataclasses.replace(request, page_token=result.next_token)
+
+    async def read(self, resource_type: str, id_: str) -> dict[str, Any] | None:
+        stored = await self.repo.current_version(resource_type, id_)
+        if stored is None or stored.deleted or stored.content is None:
+            return None
+        resource: dict[str, Any] = jsonio.loads(stored.content)
+        return resource

@@ -1,0 +1,103 @@
+"""Patients booking for themselves with a SMART `patient/` token (issue: scheduling): only free slots,
+only online-bookable visit types, only for their own record, within limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from tests.integration.scheduling.clinic import Clinic, Staff, appointment, at, next_weekday
+from tests.support import TokenMinter, fhir_client
+
+from pms.core.db import Database
+
+
+class Portal(TokenMinter):
+    clinic: Clinic
+    staff: Staff
+
+    async def patient_client(self) -> tuple[str, httpx.AsyncClient]:
+        patient = await self.clinic.patient("Portal")
+        token = await self.token(
+            scope="patient/*.cruds", roles=["patient"], fhir_user=f"Patient/{patient}", patient=patient
+        )
+        return patient, self.http(token)
+
+
+@pytest.fixture(scope="module")
+async def portal(server_url: str, settings: object) -> AsyncIterator[Portal]:
+    database = await Database.open(settings)  # type: ignore[arg-type]
+    try:
+        async with fhir_client(server_url) as http:
+            world = Portal(server_url, database)
+            await world.setup()
+            world.clinic = await Clinic(http).setup()
+            world.staff = await world.clinic.practitioner()
+            yield world
+    finally:
+        await database.dispose()
+
+
+class TestSelfBooking:
+    async def test_patient_books_a_free_slot_for_themselves(self, portal: Portal) -> None:
+        patient, http = await portal.patient_client()
+        monday = next_weekday(0)
+        async with http:
+            body = appointment(portal.clinic, portal.staff, patient, at(monday, 9), at(monday, 9, 20))
+            response = await http.post("/Appointment/$book", json=body)
+            assert response.status_code == 201, response.text
+            mine = await http.get("/Appointment")
+            assert mine.json()["total"] == 1
+
+    async def test_only_online_visit_types(self, portal: Portal) -> None:
+        patient, http = await portal.patient_client()
+        monday = next_weekday(0)
+        async with http:
+            body = appointment(
+                portal.clinic, portal.staff, patient, at(monday, 10), at(monday, 10, 20), visit="procedure"
+            )
+            response = await http.post("/Appointment/$book", json=body)
+        assert response.status_code == 422
+        assert "cannot be booked online" in response.json()["issue"][0]["diagnostics"]
+
+    async def test_only_on_free_slots(self, portal: Portal) -> None:
+        patient, http = await portal.patient_client()
+        monday = next_weekday(0)
+        async with http:
+            lunch = appointment(portal.clinic, portal.staff, patient, at(monday, 12, 20), at(monday, 12, 40))
+            assert (await http.post("/Appointment/$book", json=lunch)).status_code == 409
+            misaligned = appointment(portal.clinic, portal.staff, patient, at(monday, 10), at(monday, 10, 40))
+            wrong_length = await http.post("/Appointment/$book", json=misaligned)
+            assert wrong_length.status_code == 422  # a follow-up lasts 20 minutes
+
+    async def test_not_for_someone_else(self, portal: Portal) -> None:
+        _, http = await portal.patient_client()
+        other = await portal.clinic.patient("Other")
+        tuesday = next_weekday(1)
+        async with http:
+            body = appointment(portal.clinic, portal.staff, other, at(tuesday, 9), at(tuesday, 9, 20))
+            response = await http.post("/Appointment/$book", json=body)
+        assert response.status_code == 403
+
+    async def test_abuse_limit_on_upcoming_bookings(self, portal: Portal) -> None:
+        patient, http = await portal.patient_client()
+        wednesday = next_weekday(2)
+        codes = []
+        async with http:
+            for minute in (0, 20, 40, 60):
+                start, end = (
+                    at(wednesday, 9 + minute // 60, minute % 60),
+                    at(wednesday, 9 + (minute + 20) // 60, (minute + 20) % 60),
+                )
+                body = appointment(portal.clinic, portal.staff, patient, start, end)
+                codes.append((await http.post("/Appointment/$book", json=body)).status_code)
+        assert codes == [201, 201, 201, 429]
+
+    async def test_staff_may_book_outside_the_slots(self, portal: Portal) -> None:
+        """The front desk can squeeze a patient in at lunchtime; patients cannot (above)."""
+        monday = next_weekday(0)
+        body = appointment(
+            portal.clinic, portal.staff, await portal.clinic.patient(), at(monday, 12, 30), at(monday, 12, 50)
+        )
+        assert (await portal.clinic.http.post("/Appointment/$book", json=body)).status_code == 201
