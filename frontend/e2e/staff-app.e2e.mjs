@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { launchBrowser, screenshot, seriousViolations } from './browser.mjs';
+import { backendClient, practitionerWithSchedule, visitTypeResource } from './fhir.mjs';
 import { PASSWORD, startStack } from './stack.mjs';
 import { totp } from './totp.mjs';
 
@@ -10,9 +11,30 @@ const ADMIN = 'admin-e2e';
 const tag = Math.random().toString(36).slice(2, 7);
 const family = `Ångström${tag}`;
 let stack;
+let fhir;
+let clinic;
 let browser;
 let page;
 const secrets = {};
+
+const PX = 1.2; // calendar pixels per minute (CalendarGrid PX_PER_MINUTE)
+
+function tomorrow() {
+  const date = new Date(Date.now() + 24 * 3600 * 1000);
+  return date.toISOString().slice(0, 10);
+}
+
+/** Press on an element's middle, move by (dx, dy) in steps, release: a real pointer drag. */
+async function dragBy(locator, dx, dy) {
+  const box = await locator.boundingBox();
+  const x = box.x + box.width / 2;
+  const y = box.y + Math.min(box.height / 2, 8);
+  await page.mouse.move(x, y);
+  await page.mouse.down();
+  await page.mouse.move(x + dx / 2, y + dy / 2, { steps: 4 });
+  await page.mouse.move(x + dx, y + dy, { steps: 4 });
+  await page.mouse.up();
+}
 
 async function expectAccessible(name) {
   const violations = await seriousViolations(page);
@@ -58,6 +80,13 @@ describe('staff web app', { concurrency: false }, () => {
         { username: ADMIN, role: 'admin' },
       ],
     });
+    fhir = await backendClient(stack);
+    const checkUp = await fhir.create(visitTypeResource('check-up', 'Check-up', 20));
+    clinic = {
+      checkUp,
+      lee: await practitionerWithSchedule(fhir, { given: 'Ada', family: 'Lee', visitType: checkUp }),
+      wu: await practitionerWithSchedule(fhir, { given: 'Ben', family: 'Wu', visitType: checkUp }),
+    };
     browser = await launchBrowser();
     page = await browser.context.newPage();
     page.setDefaultTimeout(10_000);
@@ -152,6 +181,105 @@ describe('staff web app', { concurrency: false }, () => {
     await page.getByTestId('patient-header').waitFor();
   });
 
+  test('book from a free slot, drag to reschedule, see a conflict in words, resize, then cancel with a reason', async () => {
+    const day = tomorrow();
+    await page.goto(`${stack.baseUrl}/calendar?view=day&date=${day}`);
+    const leeColumn = page.getByTestId(`column-${clinic.lee.schedule.id}-0`);
+    await leeColumn.getByTestId('free-slot').first().waitFor();
+    await screenshot(page, '07-calendar-day');
+    await expectAccessible('calendar');
+    // The free block starts at 08:00; 60 minutes further down is 09:00.
+    await leeColumn.getByTestId('free-slot').first().click({ position: { x: 20, y: 60 * PX + 2 } });
+    const dialog = page.getByRole('dialog');
+    await dialog.getByText(/9:00/).waitFor();
+    await dialog.getByTestId('booking-patient-search').fill(`angstrom${tag.slice(0, 2)}`);
+    await dialog.getByRole('radio', { name: new RegExp(`Zoë ${family}`) }).check();
+    await dialog.getByLabel('Notes').fill('First visit');
+    await screenshot(page, '08-booking-dialog');
+    await expectAccessible('booking dialog');
+    await dialog.getByRole('button', { name: 'Book', exact: true }).click();
+    await page.getByText('Booked.').waitFor();
+    const block = leeColumn.getByTestId('appointment');
+    await block.waitFor();
+    const id = await block.getAttribute('data-appointment-id');
+    let stored = await fhir.read('Appointment', id);
+    assert.equal(stored.status, 'booked');
+    assert.match(stored.start, new RegExp(`^${day}T09:00`));
+
+    // Drag it one hour down: rescheduled to 10:00 on the server.
+    await dragBy(block, 0, 60 * PX);
+    await page.getByText(/Moved to/).waitFor();
+    stored = await fhir.read('Appointment', id);
+    assert.match(stored.start, new RegExp(`^${day}T10:00`));
+
+    // Someone else has Dr Lee at 11:00: dragging there is refused by the server (409), said in words.
+    const other = await fhir.create({ resourceType: 'Patient', name: [{ family: `Other${tag}`, given: ['Ann'] }] });
+    await fhir.create({
+      resourceType: 'Appointment',
+      status: 'booked',
+      start: `${day}T11:00:00Z`,
+      end: `${day}T11:20:00Z`,
+      participant: [
+        { actor: { reference: `Patient/${other.id}` }, status: 'accepted' },
+        { actor: { reference: `Practitioner/${clinic.lee.practitioner.id}` }, status: 'accepted' },
+      ],
+    });
+    await page.reload();
+    await leeColumn.getByTestId('appointment').nth(1).waitFor();
+    const ours = leeColumn.locator(`[data-appointment-id="${id}"]`);
+    await dragBy(ours, 0, 60 * PX);
+    const alert = page.getByRole('alert').filter({ hasText: 'That time is already taken' });
+    await alert.waitFor();
+    assert.match(await alert.textContent(), /book|Booked|overlap|already/i);
+    await screenshot(page, '09-calendar-conflict');
+    stored = await fhir.read('Appointment', id);
+    assert.match(stored.start, new RegExp(`^${day}T10:00`), 'the refused move left the appointment where it was');
+
+    // Drag its lower edge 10 minutes down: 20 -> 30 minutes.
+    await ours.waitFor();
+    const handle = ours.getByTestId('resize-handle');
+    await dragBy(handle, 0, 10 * PX);
+    await page.getByText(/Moved to/).waitFor();
+    stored = await fhir.read('Appointment', id);
+    assert.equal(stored.minutesDuration ?? (Date.parse(stored.end) - Date.parse(stored.start)) / 60000, 30);
+
+    // Drag it across to Dr Wu's column at the same time.
+    const wuColumn = page.getByTestId(`column-${clinic.wu.schedule.id}-0`);
+    const from = await ours.boundingBox();
+    const to = await wuColumn.boundingBox();
+    await dragBy(ours, to.x + to.width / 2 - (from.x + from.width / 2), 0);
+    await wuColumn.locator(`[data-appointment-id="${id}"]`).waitFor();
+    stored = await fhir.read('Appointment', id);
+    const actors = stored.participant.map((p) => p.actor.reference);
+    assert.ok(actors.includes(`Practitioner/${clinic.wu.practitioner.id}`));
+    assert.ok(!actors.includes(`Practitioner/${clinic.lee.practitioner.id}`));
+
+    // Cancel it with a reason.
+    await wuColumn.locator(`[data-appointment-id="${id}"]`).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Cancel appointment' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Cancel the appointment' }).click();
+    await page.getByText('Enter a reason.').waitFor();
+    await page.getByRole('dialog').getByLabel('Reason for cancelling').fill('Patient called: unwell');
+    await page.getByRole('dialog').getByRole('button', { name: 'Cancel the appointment' }).click();
+    await page.getByRole('dialog').waitFor({ state: 'detached' });
+    await wuColumn.locator(`[data-appointment-id="${id}"]`).waitFor({ state: 'detached' });
+    stored = await fhir.read('Appointment', id);
+    assert.equal(stored.status, 'cancelled');
+    assert.equal(stored.cancelationReason.text, 'Patient called: unwell');
+  });
+
+  test('week view with every practitioner, and the front desk list', async () => {
+    await page.goto(`${stack.baseUrl}/calendar?view=week&date=${tomorrow()}`);
+    await page.getByTestId('free-slot').first().waitFor();
+    assert.ok((await page.getByTestId('column-header').count()) >= 14, 'two practitioners on seven days');
+    await screenshot(page, '10-calendar-week');
+    await expectAccessible('calendar week');
+    await page.goto(`${stack.baseUrl}/today`);
+    await page.getByRole('heading', { name: "Today's list" }).waitFor();
+    await screenshot(page, '11-today');
+    await expectAccessible('today');
+  });
+
   test('switch to Chinese: the choice is remembered after a reload', async () => {
     await page.getByTestId('language-switch').selectOption('zh-CN');
     await page.getByRole('link', { name: '患者', exact: true }).waitFor();
@@ -160,5 +288,17 @@ describe('staff web app', { concurrency: false }, () => {
     await screenshot(page, '06-summary-zh');
     await page.getByTestId('language-switch').selectOption('en');
     await page.getByRole('link', { name: 'Calendar', exact: true }).waitFor();
+  });
+
+  test('the calendar in Chinese', async () => {
+    await page.getByTestId('language-switch').selectOption('zh-CN');
+    await page.goto(`${stack.baseUrl}/calendar?view=day&date=${tomorrow()}`);
+    await page.getByRole('heading', { name: '日历' }).waitFor();
+    await page.getByTestId('free-slot').first().waitFor();
+    assert.match(await page.getByTestId('free-slot').first().getAttribute('aria-label'), /空闲时段/);
+    assert.match(await page.getByTestId('calendar-legend').textContent(), /图例/);
+    await screenshot(page, '12-calendar-zh');
+    await expectAccessible('calendar in Chinese');
+    await page.getByTestId('language-switch').selectOption('en');
   });
 });

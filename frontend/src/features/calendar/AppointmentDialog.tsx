@@ -27,7 +27,7 @@ export function AppointmentDialog({ appointment, patientName, practitioner, busy
     : '';
   const open = appointment.status === 'booked' || appointment.status === 'pending';
   return (
-    <Modal opened onClose={onClose} title={t('calendar.appointment')} size="lg">
+    <Modal closeButtonProps={{ 'aria-label': t('common.close') }} opened onClose={onClose} title={t('calendar.appointment')} size="lg">
       <Stack>
         {error}
         <Text>

@@ -41,7 +41,7 @@ export function BookingDialog({ column, start, visitTypes, initialPatient, busy,
   const when = start.toLocaleString(i18n.language, { dateStyle: 'full', timeStyle: 'short' });
 
   return (
-    <Modal opened onClose={onClose} title={t('calendar.book')} size="lg">
+    <Modal closeButtonProps={{ 'aria-label': t('common.close') }} opened onClose={onClose} title={t('calendar.book')} size="lg">
       <Stack>
         <Text>
           <strong>{column.label}</strong> · {when}

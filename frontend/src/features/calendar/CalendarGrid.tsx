@@ -197,7 +197,7 @@ export function CalendarGrid(props: Props) {
       <div className="calendar" style={{ gridTemplateColumns: `56px repeat(${gridColumns.length}, minmax(${minWidth}px, 1fr))` }}>
         <div className="calendar-corner" />
         {gridColumns.map(({ key, day, column }, index) => (
-          <div key={`h-${key}`} className="calendar-head" role="columnheader" style={{ borderLeftWidth: index % columns.length === 0 ? 2 : 1 }}>
+          <div key={`h-${key}`} className="calendar-head" data-testid="column-header" style={{ borderLeftWidth: index % columns.length === 0 ? 2 : 1 }}>
             {days.length > 1 && index % columns.length === 0 && (
               <div className="calendar-day">{day.toLocaleDateString(i18n.language, { weekday: 'short', day: 'numeric', month: 'short' })}</div>
             )}
@@ -219,7 +219,7 @@ export function CalendarGrid(props: Props) {
             key={key}
             className="calendar-column"
             data-column-key={key}
-            data-testid={`column-${column.scheduleId}-${index}`}
+            data-testid={`column-${column.scheduleId}-${key.split(":")[0]}`}
             style={{ height: HEIGHT, borderLeftWidth: index % columns.length === 0 ? 2 : 1 }}
           >
             {hours.map((hour) => (

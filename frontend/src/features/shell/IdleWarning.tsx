@@ -14,7 +14,7 @@ export function IdleWarning() {
   const { remainingMs, stayActive } = useIdleTimeout(IDLE_TIMEOUT_MS, IDLE_WARNING_MS, () => void signOut('idle'));
   const seconds = Math.ceil((remainingMs ?? 0) / 1000);
   return (
-    <Modal opened={remainingMs !== null} onClose={stayActive} title={t('idle.title')} centered>
+    <Modal closeButtonProps={{ 'aria-label': t('common.close') }} opened={remainingMs !== null} onClose={stayActive} title={t('idle.title')} centered>
       <Text role="alert">{t('idle.message', { seconds })}</Text>
       <Group justify="flex-end" mt="md">
         <Button variant="default" onClick={() => void signOut()}>
