@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { launchBrowser, screenshot, seriousViolations } from './browser.mjs';
 import { backendClient, practitionerWithSchedule, visitTypeResource } from './fhir.mjs';
-import { PASSWORD, startStack } from './stack.mjs';
-import { totp } from './totp.mjs';
+import { startStack } from './stack.mjs';
+import { signInAs } from './signin.mjs';
 
 const RECEPTIONIST = 'desk-e2e';
 const ADMIN = 'admin-e2e';
@@ -41,35 +41,8 @@ async function expectAccessible(name) {
   assert.deepEqual(violations, [], `${name}: serious/critical axe-core violations`);
 }
 
-/** The server's sign-in pages: password, then 2FA enrolment (first time) or the TOTP step, then consent. */
 async function signIn(username) {
-  await page.goto(`${stack.baseUrl}/`);
-  await page.getByRole('button', { name: /Sign in|登录/ }).click();
-  await page.locator('#username').fill(username);
-  await page.locator('#password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  for (let step = 0; step < 6; step += 1) {
-    await page.waitForLoadState('domcontentloaded');
-    if (new URL(page.url()).pathname.startsWith('/patients')) return;
-    const stepName = await page.locator('input[name="step"]').first().getAttribute('value').catch(() => null);
-    if (stepName === 'enroll') {
-      secrets[username] = (await page.locator('code').first().textContent()).trim();
-      await page.locator('#code').fill(totp(secrets[username]));
-      await page.getByRole('button', { name: /Turn on/ }).click();
-    } else if (stepName === 'continue') {
-      await page.getByRole('button', { name: /continue/ }).click();
-    } else if (stepName === 'totp') {
-      // A code is single-use: take the next period's (the server accepts one step of clock drift).
-      await page.locator('#code').fill(totp(secrets[username], Date.now() + 30_000));
-      await page.getByRole('button', { name: 'Verify' }).click();
-    } else if (stepName === 'consent') {
-      await page.getByRole('button', { name: 'Allow' }).click();
-    } else {
-      await page.waitForURL(/\/patients/, { timeout: 10_000 });
-      return;
-    }
-  }
-  await page.waitForURL(/\/patients/, { timeout: 10_000 });
+  await signInAs(page, stack.baseUrl, username, secrets);
 }
 
 describe('staff web app', { concurrency: false }, () => {
@@ -278,6 +251,40 @@ describe('staff web app', { concurrency: false }, () => {
     await page.getByRole('heading', { name: "Today's list" }).waitFor();
     await screenshot(page, '11-today');
     await expectAccessible('today');
+  });
+
+  test('an administrator records an allergy (badge on the summary) and changes working hours', async () => {
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.waitForURL(/\/signin\?reason=signed-out/);
+    await signIn(ADMIN);
+    assert.equal(await page.getByTestId('user-role').first().textContent(), 'Administrator');
+    await page.goto(`${stack.baseUrl}/patients/new`);
+    await page.getByLabel('Given name(s)').fill('Kai');
+    await page.getByLabel('Family name').fill(`Nakamura${tag}`);
+    await page.getByLabel('Sex').selectOption('male');
+    await page.getByLabel('Date of birth').fill('1990-07-01');
+    await page.getByRole('button', { name: 'Add an allergy' }).click();
+    await page.getByLabel('Substance').fill('Penicillin');
+    await page.getByLabel('Risk').selectOption('high');
+    await page.getByRole('button', { name: 'Register patient' }).click();
+    await page.getByTestId('allergy-badge').waitFor();
+    assert.match(await page.getByTestId('allergy-badge').textContent(), /Penicillin/);
+    await page.getByTestId('section-allergies').getByText('Penicillin').waitFor();
+
+    await page.goto(`${stack.baseUrl}/admin/availability`);
+    await page.getByLabel('Practitioner').selectOption({ label: 'Ada Lee' });
+    await page.getByLabel('To', { exact: true }).first().fill('12:00');
+    await page.getByRole('button', { name: 'Add an absence' }).click();
+    await page.getByLabel('Description').fill('Conference');
+    await page.getByLabel('First day').fill('2027-01-04');
+    await page.getByLabel('Last day').fill('2027-01-06');
+    await screenshot(page, '13-availability');
+    await expectAccessible('availability');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.getByText('Saved.').waitFor();
+    const role = await fhir.read('PractitionerRole', clinic.lee.role.id);
+    assert.equal(role.availableTime[0].availableEndTime, '12:00:00');
+    assert.equal(role.notAvailable[0].description, 'Conference');
   });
 
   test('switch to Chinese: the choice is remembered after a reload', async () => {

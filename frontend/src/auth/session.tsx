@@ -97,12 +97,15 @@ export function SessionProvider({ children, language }: { children: ReactNode; l
   const signOut = useCallback(
     async (reason: 'signed-out' | 'idle' = 'signed-out') => {
       const current = tokens.current;
-      clear();
+      // Forget the tokens now, but keep the screen until the browser leaves for the server's sign-out
+      // (clearing the user here would flash the sign-in page and race the redirect).
+      tokens.current = null;
+      saveTokens(null);
       if (current?.refreshToken) await revoke(current.refreshToken);
       if (current) await revoke(current.accessToken);
       window.location.assign(serverLogoutUrl(reason));
     },
-    [clear],
+    [],
   );
 
   const signIn = useCallback(

@@ -49,7 +49,7 @@ export default function AvailabilityPage() {
             onChange={(event) => setSelected(event.currentTarget.value)}
             data={practitionerRoles.map((role) => ({ value: role.id as string, label: label(role) }))}
           />
-          {current && <AvailabilityForm key={`${current.id}-${(current.meta as { versionId?: string } | undefined)?.versionId}`} role={current} visitTypes={visitTypesOf(services.data)} />}
+          {current && <AvailabilityForm key={current.id as string} role={current} visitTypes={visitTypesOf(services.data)} />}
         </>
       )}
     </Stack>
