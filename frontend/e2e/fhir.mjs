@@ -20,10 +20,15 @@ export async function backendClient(stack) {
   });
   const token = (await response.json()).access_token;
   if (!token) throw new Error('no backend token');
-  const call = async (method, path, body) => {
+  const call = async (method, path, body, prefer) => {
     const r = await fetch(`${stack.baseUrl}/fhir/${path}`, {
       method,
-      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/fhir+json', Accept: 'application/fhir+json' },
+      headers: {
+        Authorization: `Bearer ${token}`,
+        'Content-Type': 'application/fhir+json',
+        Accept: 'application/fhir+json',
+        ...(prefer ? { Prefer: prefer } : {}),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const json = await r.json().catch(() => null);
@@ -34,6 +39,7 @@ export async function backendClient(stack) {
     create: (resource) => call('POST', resource.resourceType, resource),
     read: (type, id) => call('GET', `${type}/${id}`),
     search: (query) => call('GET', query),
+    post: (path, body, prefer) => call('POST', path, body, prefer),
   };
 }
 

@@ -65,7 +65,7 @@ async function waitFor(url, child, timeoutMs = 90_000) {
 }
 
 /** Start the stack. `users` are [{username, role}] made with the `pms` command (password PASSWORD). */
-export async function startStack({ users = [] } = {}) {
+export async function startStack({ users = [], env: extraEnv = {} } = {}) {
   if (!existsSync(path.join(VENV_BIN, 'pms'))) throw new Error('run `make install` first (.venv/bin/pms is missing)');
   if (!existsSync(path.join(FRONTEND, 'dist', 'index.html'))) throw new Error('run `npm run build` first');
   const name = `pms_e2e_${randomBytes(6).toString('hex')}`;
@@ -80,6 +80,7 @@ export async function startStack({ users = [] } = {}) {
     PMS_SPA_DIR: path.join(FRONTEND, 'dist'),
     PMS_CLINIC_TIMEZONE: 'UTC',
     WEB_CONCURRENCY: '1',
+    ...extraEnv,
   };
   let server;
   const stop = async () => {
@@ -100,7 +101,7 @@ export async function startStack({ users = [] } = {}) {
   };
   try {
     pms(['migrate', '--database-url', databaseUrl]);
-    server = spawn(path.join(VENV_BIN, 'pms'), ['serve', '--host', '127.0.0.1', '--port', String(port), '--workers', '1', '--no-migrate'], {
+    server = spawn(path.join(VENV_BIN, 'pms'), ['serve', '--host', '127.0.0.1', '--port', String(port), '--workers', env.WEB_CONCURRENCY, '--no-migrate'], {
       env,
       stdio: ['ignore', 'inherit', 'inherit'],
     });
