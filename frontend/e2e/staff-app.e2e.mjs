@@ -253,6 +253,28 @@ describe('staff web app', { concurrency: false }, () => {
     await expectAccessible('today');
   });
 
+  test('on a tablet (768 px) the menu folds away and the screens still work', async () => {
+    await page.setViewportSize({ width: 768, height: 1024 });
+    try {
+      await page.goto(`${stack.baseUrl}/patients`);
+      const menu = page.getByRole('button', { name: 'Open the menu' });
+      await menu.waitFor();
+      await page.getByTestId('patient-search').fill(`angstrom${tag.slice(0, 2)}`);
+      await page.getByTestId('patient-results').getByText(`Zoë ${family}`).waitFor();
+      await screenshot(page, '14-tablet-search');
+      await expectAccessible('tablet search');
+      await menu.click();
+      await page.getByRole('link', { name: 'Calendar', exact: true }).click();
+      await page.getByTestId('calendar-grid').waitFor();
+      const width = await page.evaluate(() => document.documentElement.scrollWidth);
+      assert.ok(width <= 768, `the page itself does not scroll sideways (${width} px); the calendar scrolls inside`);
+      await screenshot(page, '15-tablet-calendar');
+      await expectAccessible('tablet calendar');
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 800 });
+    }
+  });
+
   test('an administrator records an allergy (badge on the summary) and changes working hours', async () => {
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.waitForURL(/\/signin\?reason=signed-out/);

@@ -1,4 +1,4 @@
-import { useRef, useState, type KeyboardEvent, type PointerEvent } from 'react';
+import { useMemo, useRef, useState, type KeyboardEvent, type PointerEvent } from 'react';
 import { useTranslation } from 'react-i18next';
 import {
   PALETTE,
@@ -82,16 +82,43 @@ export function CalendarGrid(props: Props) {
   const { t, i18n } = useTranslation();
   const { days, columns, appointments, visitTypes, colourBy } = props;
   const dragRef = useRef<Drag | null>(null);
-  const time = (date: Date) => date.toLocaleTimeString(i18n.language, { hour: '2-digit', minute: '2-digit' });
-  const gridColumns: GridColumn[] = days.flatMap((day, dayIndex) =>
-    columns.map((column) => ({ key: `${dayIndex}:${column.scheduleId}`, day, column })),
+  // One formatter for every label: toLocaleTimeString builds a new one per call (slow in a week view).
+  const timeFormat = useMemo(() => new Intl.DateTimeFormat(i18n.language, { hour: '2-digit', minute: '2-digit' }), [i18n.language]);
+  const time = (date: Date) => timeFormat.format(date);
+  const gridColumns: GridColumn[] = useMemo(
+    () => days.flatMap((day, dayIndex) => columns.map((column) => ({ key: `${dayIndex}:${column.scheduleId}`, day, column }))),
+    [days, columns],
   );
-  const byKey = new Map(gridColumns.map((c) => [c.key, c]));
-  const slotsBySchedule = new Map<string, Slot[]>();
-  for (const slot of props.slots) {
-    const id = slot.schedule.reference?.replace('Schedule/', '') ?? '';
-    slotsBySchedule.set(id, [...(slotsBySchedule.get(id) ?? []), slot]);
-  }
+  const byKey = useMemo(() => new Map(gridColumns.map((c) => [c.key, c])), [gridColumns]);
+  const dayIndexOf = (iso: string) => {
+    const date = new Date(iso);
+    return days.findIndex((day) => sameDay(day, date));
+  };
+  // Free blocks and appointments by grid column, worked out once per data change (not per column).
+  const blocksByKey = useMemo(() => {
+    const bySchedule = new Map<string, Slot[]>();
+    for (const slot of props.slots) {
+      const key = `${dayIndexOf(slot.start)}:${slot.schedule.reference?.replace('Schedule/', '') ?? ''}`;
+      const list = bySchedule.get(key);
+      if (list) list.push(slot);
+      else bySchedule.set(key, [slot]);
+    }
+    return new Map([...bySchedule].map(([key, slots]) => [key, freeBlocks(slots)]));
+  }, [props.slots, days]);
+  const appointmentsByKey = useMemo(() => {
+    const map = new Map<string, Appointment[]>();
+    for (const appointment of appointments) {
+      if (!appointment.start) continue;
+      const dayIndex = dayIndexOf(appointment.start);
+      for (const column of columnsOfAppointment(appointment, columns)) {
+        const key = `${dayIndex}:${column.scheduleId}`;
+        const list = map.get(key);
+        if (list) list.push(appointment);
+        else map.set(key, [appointment]);
+      }
+    }
+    return map;
+  }, [appointments, columns, days]);
   const colourOf = (appointment: Appointment, column: CalendarColumn) => {
     if (colourBy === 'practitioner') return PALETTE[column.colourIndex]!;
     const index = visitTypes.findIndex((v) => v.code === visitCodeOf(appointment));
@@ -214,18 +241,15 @@ export function CalendarGrid(props: Props) {
             </div>
           ))}
         </div>
-        {gridColumns.map(({ key, day, column }, index) => (
+        {gridColumns.map(({ key, column }, index) => (
           <div
             key={key}
             className="calendar-column"
             data-column-key={key}
             data-testid={`column-${column.scheduleId}-${key.split(":")[0]}`}
-            style={{ height: HEIGHT, borderLeftWidth: index % columns.length === 0 ? 2 : 1 }}
+            style={{ height: HEIGHT, borderLeftWidth: index % columns.length === 0 ? 2 : 1, backgroundSize: `100% ${60 * PX_PER_MINUTE}px` }}
           >
-            {hours.map((hour) => (
-              <div key={hour} className="calendar-line" style={{ top: (hour - DAY_START_HOUR) * 60 * PX_PER_MINUTE }} />
-            ))}
-            {freeBlocks((slotsBySchedule.get(column.scheduleId) ?? []).filter((s) => sameDay(new Date(s.start), day))).map((block) => {
+            {(blocksByKey.get(key) ?? []).map((block) => {
               const top = minutesIntoDay(block.start) * PX_PER_MINUTE;
               const height = minutesBetween(block.start.toISOString(), block.end.toISOString()) * PX_PER_MINUTE;
               return (
@@ -247,13 +271,12 @@ export function CalendarGrid(props: Props) {
                 </button>
               );
             })}
-            {appointments
-              .filter((a) =>
-                ghost && a.id === ghost.id
-                  ? ghost.key === key
-                  : Boolean(a.start && sameDay(new Date(a.start), day) && columnsOfAppointment(a, [column]).length > 0),
-              )
-              .map((appointment) => {
+            {[
+              ...(appointmentsByKey.get(key) ?? []).filter((a) => !ghost || a.id !== ghost.id || ghost.key === key),
+              ...(ghost && ghost.key === key && !(appointmentsByKey.get(key) ?? []).some((a) => a.id === ghost.id)
+                ? appointments.filter((a) => a.id === ghost.id)
+                : []),
+            ].map((appointment) => {
                 const moving = ghost !== null && ghost.id === appointment.id ? ghost : null;
                 const isGhost = moving !== null;
                 const start = moving ? moving.start : new Date(appointment.start as string);

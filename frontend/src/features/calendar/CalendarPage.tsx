@@ -40,10 +40,13 @@ export default function CalendarPage() {
   const preselected = useResource<Patient>('Patient', params.get('patient') ?? undefined);
 
   const setup = useScheduleSetup();
-  const days = viewDays(anchor, view);
+  const days = useMemo(() => viewDays(anchor, view), [anchor, view]);
   const from = days[0]!;
-  const to = new Date(days.at(-1)!);
-  to.setDate(to.getDate() + 1);
+  const to = useMemo(() => {
+    const end = new Date(days.at(-1)!);
+    end.setDate(end.getDate() + 1);
+    return end;
+  }, [days]);
   const range = useCalendarRange(setup.columns.map((c) => c.scheduleId), from, to);
   const appointments = range.appointments.data?.appointments ?? [];
   const patientNames = range.appointments.data?.patients ?? new Map<string, string>();

@@ -1,4 +1,5 @@
 import { useQuery } from '@tanstack/react-query';
+import { useMemo } from 'react';
 import { linkOf, matches, type FhirClient } from '../../fhir/client';
 import { useFhirClient } from '../../fhir/context';
 import type { Bundle, Resource } from '../../fhir/types';
@@ -30,9 +31,11 @@ export function useScheduleSetup() {
     queryFn: () => client.search('HealthcareService', { active: 'true', _count: '200' }),
     staleTime: 5 * 60_000,
   });
+  const columns = useMemo(() => columnsOf(schedules.data), [schedules.data]);
+  const types = useMemo(() => visitTypesOf(visitTypes.data), [visitTypes.data]);
   return {
-    columns: columnsOf(schedules.data),
-    visitTypes: visitTypesOf(visitTypes.data),
+    columns,
+    visitTypes: types,
     isPending: schedules.isPending,
     error: schedules.error ?? visitTypes.error,
   };

@@ -63,10 +63,19 @@ export default function PatientSearchPage() {
       ) : search.isPending ? (
         <Loading label={t('search.searching')} />
       ) : patients.length === 0 && !search.searching ? (
-        <Empty>{t('search.noResults', { term: search.term })}</Empty>
+        <div data-results-for={search.shownTerm}>
+          <Empty>{t('search.noResults', { term: search.term })}</Empty>
+        </div>
       ) : (
         <Paper withBorder>
-          <div id="patient-results" role="listbox" aria-label={t('search.results')} data-testid="patient-results">
+          <div
+            id="patient-results"
+            role="listbox"
+            aria-label={t('search.results')}
+            aria-busy={search.searching}
+            data-testid="patient-results"
+            data-results-for={search.shownTerm}
+          >
             {patients.map((patient, index) => (
               <div
                 key={patient.id}

@@ -61,6 +61,8 @@ export function usePatientSearch(text: string) {
   const searching = term !== text.trim() || query.isFetching;
   return {
     term,
+    /** The text whose results are on screen (undefined while older results stand in for new ones). */
+    shownTerm: query.data && !query.isPlaceholderData && !query.isFetching ? term : undefined,
     active: patientQueries(term).length > 0,
     patients: query.data?.patients ?? [],
     hasMore: (query.data?.nextLinks.length ?? 0) > 0,
