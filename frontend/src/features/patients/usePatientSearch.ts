@@ -16,23 +16,29 @@ export function useDebounced<T>(value: T, delayMs: number): T {
   return debounced;
 }
 
-interface SearchPage {
-  patients: Patient[];
-  nextLinks: string[];
+function sortKey(patient: Patient): string {
+  const name = patient.name?.[0];
+  return `${name?.family ?? ''} ${(name?.given ?? []).join(' ')}`.toLowerCase();
 }
 
-function merge(bundles: Bundle<Patient>[]): SearchPage {
+/**
+ * The matches of every search, each patient once; each batch (the first pages, then each "show more")
+ * sorted by family then given name and appended, so what is on screen never moves.
+ */
+function merge(batches: Bundle<Patient>[][]): Patient[] {
   const seen = new Set<string>();
   const patients: Patient[] = [];
-  for (const bundle of bundles) {
-    for (const patient of matches(bundle)) {
+  for (const batch of batches) {
+    const fresh: Patient[] = [];
+    for (const patient of batch.flatMap((bundle) => matches(bundle))) {
       if (patient.id && !seen.has(patient.id)) {
         seen.add(patient.id);
-        patients.push(patient);
+        fresh.push(patient);
       }
     }
+    patients.push(...fresh.sort((a, b) => sortKey(a).localeCompare(sortKey(b))));
   }
-  return { patients, nextLinks: bundles.flatMap((bundle) => linkOf(bundle, 'next') ?? []) };
+  return patients;
 }
 
 /**
@@ -49,13 +55,13 @@ export function usePatientSearch(text: string) {
     enabled: patientQueries(term).length > 0,
     placeholderData: keepPreviousData,
     queryFn: async ({ signal }) => {
-      const first = patientQueries(term).map((q) => client.request<Bundle<Patient>>('GET', `Patient?${q}`, undefined));
-      const rest = pages.flatMap((links) => links.map((url) => client.page<Patient>(url)));
       void signal;
-      const bundles = await Promise.all([...first, ...rest]);
-      const merged = merge(bundles);
-      const lastBatch = pages.length ? bundles.slice(bundles.length - (pages.at(-1)?.length ?? 0)) : bundles;
-      return { patients: merged.patients, nextLinks: lastBatch.flatMap((b) => linkOf(b, 'next') ?? []) };
+      const batches = await Promise.all([
+        Promise.all(patientQueries(term).map((q) => client.request<Bundle<Patient>>('GET', `Patient?${q}`))),
+        ...pages.map((links) => Promise.all(links.map((url) => client.page<Patient>(url)))),
+      ]);
+      const lastBatch = batches.at(-1) ?? [];
+      return { patients: merge(batches), nextLinks: lastBatch.flatMap((b) => linkOf(b, 'next') ?? []) };
     },
   });
   const searching = term !== text.trim() || query.isFetching;
