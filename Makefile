@@ -35,9 +35,11 @@ test: install
 FRONTEND := frontend
 CHROMIUM ?= /usr/bin/chromium
 
-# npm ci runs only when package-lock.json changed since the last install.
+# Runs only when package-lock.json changed since the last install. `npm install` (not `npm ci`): it
+# installs the locked versions, and `npm ci` refuses this lock because npm records only this platform's
+# optional packages (rollup's native builds) in it.
 $(FRONTEND)/node_modules/.installed: $(FRONTEND)/package-lock.json
-	cd $(FRONTEND) && npm ci --no-audit --no-fund
+	cd $(FRONTEND) && npm install --no-audit --no-fund
 	@touch $@
 
 frontend-deps: $(FRONTEND)/node_modules/.installed

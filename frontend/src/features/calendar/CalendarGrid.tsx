@@ -220,7 +220,7 @@ export function CalendarGrid(props: Props) {
 
   const hours = Array.from({ length: DAY_END_HOUR - DAY_START_HOUR }, (_, i) => DAY_START_HOUR + i);
   return (
-    <div className="calendar-scroll" data-testid="calendar-grid">
+    <div className="calendar-scroll" data-testid="calendar-grid" tabIndex={0} role="region" aria-label={t('calendar.title')}>
       <div className="calendar" style={{ gridTemplateColumns: `56px repeat(${gridColumns.length}, minmax(${minWidth}px, 1fr))` }}>
         <div className="calendar-corner" />
         {gridColumns.map(({ key, day, column }, index) => (
