@@ -147,7 +147,7 @@ export default function CalendarPage() {
       {!booking && <ErrorMessage error={move.error ?? range.appointments.error ?? range.slots.error ?? setup.error} />}
       <Group align="flex-start" wrap="nowrap" gap="sm">
         <Box style={{ flex: 1, minWidth: 0 }}>
-          {setup.isPending || range.appointments.isPending ? (
+          {setup.isPending || range.appointments.isPending || (range.slots.isPending && setup.columns.length > 0) ? (
             <Loading label={t('calendar.loadingSchedule')} />
           ) : setup.columns.length === 0 ? (
             <Text c="dimmed">{t('calendar.noSchedules')}</Text>
