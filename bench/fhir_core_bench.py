@@ -675,8 +675,18 @@ def measure(
 
 
 def wrk_row(operation: str, connections: int, r: WrkResult) -> Row:
-    row = Row(operation, connections, r.rps, "req/s", r.p50_ms, r.p95_ms, r.p99_ms, r.requests, r.non2xx,
-              r.socket_errors)
+    row = Row(
+        operation,
+        connections,
+        r.rps,
+        "req/s",
+        r.p50_ms,
+        r.p95_ms,
+        r.p99_ms,
+        r.requests,
+        r.non2xx,
+        r.socket_errors,
+    )
     return with_load(row, r.load)
 
 
@@ -832,8 +842,10 @@ async def _free_connection_slots(admin_url: str) -> int:
 def check_connection_budget(admin_url: str, needed: int) -> None:
     free = asyncio.run(_free_connection_slots(admin_url))
     if free < needed:
-        loud(f"PostgreSQL has {free} free connection slots; the server may open up to {needed} (2 workers x "
-             "(pool 10 + overflow 10 + fast-read pool 10)): expect 'too many clients' errors under load")
+        loud(
+            f"PostgreSQL has {free} free connection slots; the server may open up to {needed} (2 workers x "
+            "(pool 10 + overflow 10 + fast-read pool 10)): expect 'too many clients' errors under load"
+        )
 
 
 # -- profiling -----------------------------------------------------------------------------------------------

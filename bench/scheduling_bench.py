@@ -30,6 +30,7 @@ import httpx
 from benchlib import (
     ROOT,
     Server,
+    admin_execute,
     create_database,
     drop_database,
     log,
@@ -206,7 +207,13 @@ async def post(http: httpx.AsyncClient, server: Server, path: str, body: dict[st
     return response.json()
 
 
-async def run_bench(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+async def analyze(database_url: str) -> None:
+    """Fresh planner statistics, as autovacuum keeps them in a clinic whose schedules exist for weeks:
+    straight after a bulk load they are empty and every plan is a guess."""
+    await admin_execute(database_url, "ANALYZE")
+
+
+async def run_bench(server: Server, args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     rng = random.Random(11)
     results: dict[str, Any] = {}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
@@ -248,6 +255,7 @@ async def run_bench(server: Server, args: argparse.Namespace) -> dict[str, Any]:
             result = await post(http, server, "", bundle, 200)
             patients += [location_id(e) for e in result["entry"]]
 
+        await analyze(database_url)
         first = (datetime.now(ZONE) + timedelta(days=1)).date()
         days = working_days(first)
         plan = booking_plan(practitioners, patients, days, args.fill, rng)
@@ -262,6 +270,7 @@ async def run_bench(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         booked = await drive("book", [booking(b) for b in plan], concurrency=args.concurrency)
         results["book"] = booked.summary()
         log(f"$book: {results['book']}")
+        await analyze(database_url)
 
         def slot_search() -> Callable[[], Awaitable[bool]]:
             practitioner, day = rng.choice(practitioners), rng.choice(days)
@@ -332,7 +341,7 @@ def main() -> None:
         client = register_client(url, "schedbench")
         os.environ.update({"PMS_CLINIC_TIMEZONE": str(ZONE), "PMS_SLOT_HORIZON_DAYS": str(HORIZON_DAYS)})
         with pms_server(url, workers=2, client=client) as server:
-            results = asyncio.run(run_bench(server, args))
+            results = asyncio.run(run_bench(server, args, url))
     finally:
         drop_database(args.admin_url, name)
     targets = {

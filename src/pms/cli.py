@@ -12,8 +12,9 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from pms.auth.clients import ClientRegistration, check_registration
 from pms.config import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -347,65 +348,36 @@ def _configure_client(parser: argparse.ArgumentParser, settings: Settings) -> No
         _configure_migrate(sub, settings)
 
 
-@dataclass(frozen=True)
-class ClientRegistration:
-    name: str
-    kind: Literal["public", "confidential", "backend"]
-    grant_types: list[str]
-    scopes: list[str]
-    redirect_uris: list[str]
-    secret: str | None
-    jwks: dict[str, Any] | None
-    jwks_uri: str | None
-    client_id: str | None
-
-
 def _client_registration(args: argparse.Namespace) -> ClientRegistration:
-    """Check `pms client create` arguments; the values for identity.create_client. ValueError if wrong."""
+    """Check `pms client create` arguments (auth/clients.py); ValueError or OSError if wrong."""
     import json
-    from urllib.parse import urlsplit
 
-    from pms.auth.scopes import parse_scopes
     from pms.storage.identity import new_secret
 
-    grants = list(dict.fromkeys(args.grants))
-    if "authorization_code" in grants and "refresh_token" not in grants:
-        grants.append("refresh_token")
-    scopes = args.scopes.split()
-    rejected = parse_scopes(scopes).rejected
-    if not scopes or rejected:
-        raise ValueError(f"Not valid SMART scopes: {' '.join(rejected) or '(none given)'}")
-    for uri in args.redirect_uris:
-        parts = urlsplit(uri)
-        if not parts.scheme or not (parts.netloc or parts.scheme not in ("http", "https")) or parts.fragment:
-            raise ValueError(f"{uri!r}: a redirect URI is absolute and has no fragment (RFC 6749 3.1.2)")
-    if "authorization_code" in grants and not args.redirect_uris:
-        raise ValueError("authorization_code needs at least one --redirect-uri")
     jwks = None
     if args.jwks_file:
         with open(args.jwks_file, encoding="utf-8") as handle:
             jwks = json.load(handle)
-        keys = jwks.get("keys") if isinstance(jwks, dict) else None
-        if not isinstance(keys, list) or not keys:
-            raise ValueError(f"{args.jwks_file}: not a JWK Set (an object with a non-empty 'keys' array)")
-        if any(isinstance(k, dict) and ({"d", "p", "q", "k"} & k.keys()) for k in keys):
-            raise ValueError(f"{args.jwks_file}: contains private key material; register public keys only")
-    if args.jwks_uri and urlsplit(args.jwks_uri).scheme != "https":
-        raise ValueError("--jwks-uri must be an https URL")
-    has_keys = jwks is not None or bool(args.jwks_uri)
-    if args.public and (has_keys or "client_credentials" in grants):
-        raise ValueError("a public client has no credentials: it cannot use keys or client_credentials")
     secret: str | None = args.secret
     if args.secret_stdin:
         secret = sys.stdin.readline().rstrip("\r\n")
-    elif secret is None and not args.public and not has_keys:
-        secret = new_secret()
-    kind: Literal["public", "confidential", "backend"] = (
-        "public" if args.public else "backend" if grants == ["client_credentials"] else "confidential"
-    )
-    return ClientRegistration(
-        args.name, kind, grants, scopes, args.redirect_uris, secret, jwks, args.jwks_uri, args.client_id
-    )
+    try:
+        return check_registration(
+            name=args.name,
+            grants=args.grants,
+            scopes=args.scopes.split(),
+            redirect_uris=args.redirect_uris,
+            public=args.public,
+            secret=secret,
+            jwks=jwks,
+            jwks_uri=args.jwks_uri,
+            client_id=args.client_id,
+            new_secret=new_secret(),
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"{args.jwks_file}: {exc}" if args.jwks_file and "jwks" in str(exc) else str(exc)
+        ) from exc
 
 
 def _client(args: argparse.Namespace, settings: Settings) -> int:

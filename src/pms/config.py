@@ -71,7 +71,7 @@ class Settings(BaseSettings):
         description="IANA zone of the clinic (e.g. Europe/London): working hours are wall-clock times there.",
     )
     slot_minutes: int = Field(
-        default=10, ge=1, le=1440, description="Slot length when a Schedule does not set one."
+        default=10, ge=1, le=240, description="Slot length when a Schedule does not set one."
     )
     slot_horizon_days: int = Field(
         default=56, ge=1, le=731, description="How far ahead free Slots are materialised."
@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         default=5, description="Appointments a patient may create in 24 hours."
     )
 
+    waitlist_hold_minutes: int = Field(
+        default=120,
+        ge=1,
+        description="How long freed time is held for the waitlisted patient it was offered to.",
+    )
     calendar_feed_lifetime: int = Field(
         default=180 * 24 * 3600, description="Seconds a practitioner's calendar feed link keeps working."
     )

@@ -12,13 +12,16 @@ from pydantic import BaseModel
 
 from pms import __version__
 from pms.api import spa
+from pms.api.admin import router as admin_router
 from pms.api.calendar import router as calendar_router
 from pms.api.errors import install_error_handlers
 from pms.api.fhir import docs
+from pms.api.fhir.emergency import router as emergency_router
 from pms.api.fhir.routes import router as fhir_router
 from pms.api.fhir.scheduling import router as scheduling_router
 from pms.api.fhir.security import VerifiedTokens
 from pms.api.oauth import router as oauth_router
+from pms.api.waitlist import router as waitlist_router
 from pms.auth.assertions import JwksFetcher
 from pms.auth.rbac import role_rows
 from pms.config import Settings, get_settings
@@ -29,8 +32,10 @@ from pms.fhir.validation import validate_resource
 from pms.storage import accounts
 from pms.storage.audit import AuditWriter
 from pms.storage.identity import KeyCache
+from pms.storage.links import LinkSigner
 from pms.storage.principals import PrincipalDirectory
 from pms.storage.registry_provider import RegistryProvider
+from pms.storage.units import SystemUnits
 
 DESCRIPTION = """\
 A FHIR R4 server for clinics. Every entity is a FHIR resource at `/fhir/{type}`; reads, writes,
@@ -60,6 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The staff web app is a public client of our own authorization server (api/spa.py).
             await spa.register_client(conn, settings)
         app.state.keys = KeyCache(app.state.db)  # token signing/verification keys (storage/identity.py)
+        app.state.links = LinkSigner(app.state.keys, settings)  # signed links in messages (waitlist, feeds)
+        app.state.units = SystemUnits(
+            app.state.db,
+            validator=app.state.validator,
+            registry_provider=app.state.registry_provider,
+            hooks=app.state.write_hooks,
+        )
         app.state.principals = PrincipalDirectory(app.state.db)  # token -> AccessContext, cached briefly
         app.state.verified_tokens = VerifiedTokens()
         assert app.state.db.fast_pool is not None
@@ -79,9 +91,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Before the FHIR router: /fhir/.well-known/... must not be taken for /fhir/{type}/{id}.
     app.include_router(oauth_router)
-    app.include_router(scheduling_router)  # before /fhir/{type}/{id}: its $operations are literal paths
+    app.include_router(scheduling_router)
+    app.include_router(emergency_router)  # before /fhir/{type}/{id}: its $operations are literal paths
     app.include_router(fhir_router)
     app.include_router(calendar_router)
+    app.include_router(waitlist_router)
+    app.include_router(admin_router)
 
     @app.get("/health", response_model=Health, tags=["system"], summary="Liveness and database reachability")
     async def health() -> Health:

@@ -477,3 +477,34 @@ def break_glass_event(
         entities=[entity],
         emergency=True,
     )
+
+
+_SECURITY_ALERT = _coding(DICOM, "110113", "Security Alert")
+_ADMIN_SUBTYPES = {
+    "roles": _coding(DICOM, "110136", "Security Roles Changed"),
+    "configuration": _coding(DICOM, "110130", "Security Configuration"),
+}
+
+
+def security_admin_event(
+    *,
+    actor: Actor,
+    recorded: datetime,
+    change: Literal["roles", "configuration"],
+    action: Action,
+    what: str,
+    source: Source = DEFAULT_SOURCE,
+) -> dict[str, Any]:
+    """An administrator changed who may do what: a role's grants (`roles`), or an OAuth client's
+    registration (`configuration`); `what` names it (`role nurse`, `client lab-x`)."""
+    return _event(
+        type_=_SECURITY_ALERT,
+        subtype=_ADMIN_SUBTYPES[change],
+        action=action,
+        actor=actor,
+        recorded=recorded,
+        outcome=Outcome.SUCCESS,
+        outcome_desc=what,
+        source=source,
+        entities=[{"type": _coding(ENTITY_TYPE, "2", "System Object"), "name": what}],
+    )

@@ -154,11 +154,13 @@ def interaction_event(
     touched: list[StoredVersion],
     query: str | None = None,
     emergency: bool = False,
+    actor: events.Actor | None = None,
 ) -> dict[str, Any]:
+    """`actor` overrides the one derived from `access` (a person acting through a signed link)."""
     resources = [events.Touched(t.resource_type, t.id, str(t.version_id)) for t in touched[:50]]
     return events.rest_event(
         interaction=interaction,
-        actor=actor_of(access, address),
+        actor=actor or actor_of(access, address),
         recorded=now(),
         resources=resources,
         patients=patients_in(registry, touched),

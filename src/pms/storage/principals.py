@@ -56,6 +56,11 @@ class PrincipalDirectory:
         self._entries[key] = _Entry(context, now)
         return context
 
+    def forget(self, token_id: str) -> None:
+        """Drop what is cached for this token: its holder's access just changed (emergency access)."""
+        for key in [k for k in self._entries if k.startswith(f"{token_id}|")]:
+            del self._entries[key]
+
     async def _role_map(self) -> Mapping[str, Role]:
         now = time.monotonic()
         if self._roles is not None and now - self._roles[1] < self.ttl:

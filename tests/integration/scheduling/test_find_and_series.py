@@ -201,3 +201,24 @@ class TestDaylightSaving:
         assert before[0]["start"] == f"{friday.isoformat()}T14:00:00Z"  # EST, UTC-5
         assert after[0]["start"] == f"{monday.isoformat()}T13:00:00Z"  # EDT, UTC-4
         assert len(before) == len(after) == 9
+
+
+class TestFindAtScale:
+    async def test_many_practitioners_offering_one_visit_type(self, server_url: str) -> None:
+        """More roles than fit in one search parameter value (2,000 characters): searched in chunks."""
+        async with fhir_client(server_url) as http:
+            clinic = await Clinic(http).setup()
+            mondays = [
+                {"daysOfWeek": ["mon"], "availableStartTime": "09:00:00", "availableEndTime": "10:00:00"}
+            ]
+            staff = [await clinic.practitioner(hours=mondays) for _ in range(40)]
+            monday = next_weekday(0, weeks_ahead=2)
+            body = find_params(clinic.code("follow-up"), monday, monday, _count=100)
+            response = await http.post("/Appointment/$find", json=body)
+            assert response.status_code == 200, response.text
+            found = {
+                p["actor"]["reference"]
+                for e in response.json()["entry"]
+                for p in e["resource"]["participant"]
+            }
+            assert {s.ref for s in staff} <= found

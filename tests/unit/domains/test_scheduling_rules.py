@@ -153,3 +153,13 @@ class TestICalendar:
         assert all(len(p.encode()) <= 75 for p in parts)
         assert "".join(parts) == line
         assert escape("a,b;c\\d\ne") == "a\\,b\\;c\\\\d\\ne"
+
+
+class TestChunks:
+    def test_or_lists_split_below_the_limit(self) -> None:
+        from pms.domains.scheduling.store import _chunks
+
+        values = [f"Schedule/{n:040d}" for n in range(100)]
+        chunks = _chunks(values, 500)
+        assert [v for c in chunks for v in c] == values
+        assert all(len(",".join(c)) <= 500 for c in chunks)

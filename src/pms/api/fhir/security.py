@@ -53,3 +53,11 @@ async def access_for(request: Request) -> AccessContext:
     registry = await provider.current(request.app.state.db)
     directory: PrincipalDirectory = request.app.state.principals
     return await directory.context(claims, registry)
+
+
+def token_id_of(request: Request) -> str | None:
+    """The `jti` of the request's already verified bearer token."""
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    verified: VerifiedTokens = request.app.state.verified_tokens
+    claims = verified.get(token)
+    return claims.token_id if claims else None

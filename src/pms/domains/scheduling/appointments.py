@@ -28,9 +28,9 @@ from pms.domains.scheduling.codes import (
 )
 from pms.domains.scheduling.config import SchedulingConfig
 from pms.domains.scheduling.periods import Interval, fhir_instant, parse_moment, rule_broken
-from pms.domains.scheduling.slots import schedule_actors, slot_interval
+from pms.domains.scheduling.slots import MAX_SLOT_MINUTES, schedule_actors, slot_interval
 from pms.domains.scheduling.store import SchedulingStore
-from pms.domains.scheduling.visit_types import appointment_visit_type
+from pms.domains.scheduling.visit_types import VisitTypeCache
 from pms.storage.hooks import ResourceChange
 from pms.storage.repository import FhirRepository
 
@@ -97,6 +97,7 @@ class AppointmentRules:
     def __init__(self, config: SchedulingConfig, *, on_freed: FreedTime | None = None) -> None:
         self.config = config
         self.on_freed = on_freed
+        self.visit_types = VisitTypeCache()
 
     async def on_write(self, repo: FhirRepository, change: ResourceChange) -> None:
         store = SchedulingStore(repo)
@@ -149,6 +150,8 @@ class AppointmentRules:
         taken = await occupancy.claim(store.conn, id_, actors, interval)
         if not taken:
             return
+        # Give back what this attempt did claim: the transaction may go on (a batch, the next candidate).
+        await occupancy.release(store.conn, id_)
         holders = await occupancy.holders(store.conn, taken, interval, excluding=id_)
         details = "; ".join(
             f"{actor} is booked by Appointment/{appointment}" for actor, appointment in holders
@@ -178,7 +181,7 @@ class AppointmentRules:
         now = datetime.now(UTC)
         if interval.start <= now:
             raise rule_broken("Appointments can only be booked in the future", expression="Appointment.start")
-        visit = await appointment_visit_type(store, appointment)
+        visit = await self.visit_types.of(store, appointment)
         if visit is None or not visit.online:
             raise rule_broken(
                 "This visit type cannot be booked online; please call the clinic",
@@ -203,15 +206,15 @@ class AppointmentRules:
 
     async def _free_slots_cover(self, store: SchedulingStore, actors: list[str], interval: Interval) -> bool:
         """Some Schedule of these actors has contiguous free Slots covering the whole interval."""
-        for schedule in await store.search(
-            "Schedule", [("actor", ",".join(actors)), ("active:not", "false")]
-        ):
-            slots = sorted(
-                (slot_interval(s, self.config), s.get("status"))
-                for s in await self._slots_near(store, [schedule["id"]], interval)
+        by_schedule: dict[str, list[tuple[Interval, str]]] = {}
+        for slot in await self._slots_near(store, actors, interval):
+            schedule = str((slot.get("schedule") or {}).get("reference"))
+            by_schedule.setdefault(schedule, []).append(
+                (slot_interval(slot, self.config), slot.get("status", ""))
             )
+        for slots in by_schedule.values():
             cursor = interval.start
-            for span, status in slots:
+            for span, status in sorted(slots):
                 if span.end <= cursor or span.start > cursor:
                     continue
                 if status != "free":
@@ -253,13 +256,14 @@ class AppointmentRules:
     # -- slots -----------------------------------------------------------------------------------------
 
     async def _slots_near(
-        self, store: SchedulingStore, schedule_ids: list[str], interval: Interval
+        self, store: SchedulingStore, actors: list[str], interval: Interval
     ) -> list[dict[str, Any]]:
-        earliest = interval.start - timedelta(days=1)  # a slot starting before the visit may still cover it
+        """The Slots of these actors' Schedules that overlap the interval (one chained search)."""
+        earliest = interval.start - timedelta(minutes=MAX_SLOT_MINUTES)  # a slot may start before the visit
         slots = await store.search(
             "Slot",
             [
-                ("schedule", ",".join(f"Schedule/{s}" for s in schedule_ids)),
+                ("schedule.actor", ",".join(actors)),
                 ("start", f"ge{fhir_instant(earliest)}"),
                 ("start", f"lt{fhir_instant(interval.end)}"),
             ],
@@ -268,11 +272,8 @@ class AppointmentRules:
 
     async def _occupy_slots(self, store: SchedulingStore, actors: list[str], interval: Interval) -> list[str]:
         """Mark the covered Slots of the actors' Schedules busy; their ids, for Appointment.slot."""
-        schedules = await store.search("Schedule", [("actor", ",".join(actors))]) if actors else []
-        if not schedules:
-            return []
         ids = []
-        for slot in await self._slots_near(store, [s["id"] for s in schedules], interval):
+        for slot in await self._slots_near(store, actors, interval) if actors else ():
             ids.append(slot["id"])
             if slot.get("status") == "free":
                 await store.repo.update({**slot, "status": "busy"}, id_=slot["id"])
@@ -293,7 +294,7 @@ class AppointmentRules:
     async def _add_video_link(self, store: SchedulingStore, id_: str, appointment: dict[str, Any]) -> None:
         if extension_value(appointment, TELEHEALTH_LINK_URL, "valueUrl"):
             return
-        visit = await appointment_visit_type(store, appointment)
+        visit = await self.visit_types.of(store, appointment)
         if visit is None or not visit.telehealth:
             return
         link = self.config.telehealth_url_template.format(

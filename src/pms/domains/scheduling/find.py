@@ -103,9 +103,7 @@ class SlotFinder:
         if not roles:
             return {}
         actors = [f"PractitionerRole/{r['id']}" for r in roles]
-        schedules = await self.store.search(
-            "Schedule", [("actor", ",".join(actors)), ("active:not", "false")]
-        )
+        schedules = await self.store.search_any("Schedule", "actor", actors, [("active:not", "false")])
         found: dict[str, tuple[str, ...]] = {}
         role_practitioner = {
             f"PractitionerRole/{r['id']}": relative_reference((r.get("practitioner") or {}).get("reference"))
@@ -132,14 +130,14 @@ class SlotFinder:
         day_start = request.window.start
         while day_start < request.window.end and len(options) < request.count:
             day_end = min(day_start + timedelta(days=1), request.window.end)
-            slots = await self.store.search(
+            slots = await self.store.search_any(
                 "Slot",
+                "schedule",
+                [f"Schedule/{s}" for s in schedules],
                 [
-                    ("schedule", ",".join(f"Schedule/{s}" for s in schedules)),
                     ("status", "free"),
                     ("start", f"ge{fhir_instant(day_start)}"),
                     ("start", f"lt{fhir_instant(day_end)}"),
-                    ("_sort", "start"),
                 ],
             )
             # A visit starting near midnight may run into the next day's slots: look a little further.
@@ -159,10 +157,11 @@ class SlotFinder:
     async def _tail(
         self, schedules: Mapping[str, Any], after: datetime, minutes: int
     ) -> list[dict[str, Any]]:
-        return await self.store.search(
+        return await self.store.search_any(
             "Slot",
+            "schedule",
+            [f"Schedule/{s}" for s in schedules],
             [
-                ("schedule", ",".join(f"Schedule/{s}" for s in schedules)),
                 ("status", "free"),
                 ("start", f"ge{fhir_instant(after)}"),
                 ("start", f"lt{fhir_instant(after + timedelta(minutes=minutes))}"),

@@ -19,7 +19,7 @@ from pms.domains.scheduling.availability import cut_slots, defines_hours, workin
 from pms.domains.scheduling.codes import SLOT_MINUTES_URL, extension_value, relative_reference
 from pms.domains.scheduling.config import SchedulingConfig
 from pms.domains.scheduling.parameters import OperationInput
-from pms.domains.scheduling.periods import Interval, fhir_instant, local_moment, parse_moment
+from pms.domains.scheduling.periods import Interval, fhir_instant, local_moment, parse_moment, rule_broken
 from pms.domains.scheduling.store import SchedulingStore
 from pms.storage.hooks import ResourceChange
 from pms.storage.repository import FhirRepository
@@ -39,9 +39,18 @@ def schedule_actors(schedule: Mapping[str, Any]) -> list[str]:
     return [ref for ref in refs if ref]
 
 
+MAX_SLOT_MINUTES = 240  # longer slots are not offered: booking looks this far back for covering slots
+
+
 def slot_minutes(schedule: Mapping[str, Any], config: SchedulingConfig) -> int:
     minutes = extension_value(schedule, SLOT_MINUTES_URL, "valuePositiveInt")
-    return int(minutes) if isinstance(minutes, int) and 0 < minutes <= 24 * 60 else config.slot_minutes
+    if minutes is None:
+        return min(config.slot_minutes, MAX_SLOT_MINUTES)
+    if not isinstance(minutes, int) or not 0 < minutes <= MAX_SLOT_MINUTES:
+        raise rule_broken(
+            f"A Schedule's slot-minutes must be from 1 to {MAX_SLOT_MINUTES}", expression="Schedule.extension"
+        )
+    return minutes
 
 
 def slot_interval(slot: Mapping[str, Any], config: SchedulingConfig) -> Interval:

@@ -12,11 +12,25 @@ from typing import Any
 
 from pms.fhir import jsonio
 from pms.fhir.search import parse_search
+from pms.fhir.search.parse import MAX_VALUE_LENGTH
 from pms.storage.records import StoredVersion
 from pms.storage.repository import FhirRepository
 from pms.storage.search.engine import SearchEngine
 
 PAGE = 1000
+MAX_OR_TEXT = MAX_VALUE_LENGTH - 100  # one search parameter's value has a length limit
+
+
+def _chunks(values: list[str], max_text: int) -> list[list[str]]:
+    chunks: list[list[str]] = []
+    size = 0
+    for value in values:
+        if not chunks or size + len(value) + 1 > max_text:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(value)
+        size += len(value) + 1
+    return chunks
 
 
 class SchedulingStore:
@@ -51,6 +65,22 @@ class SchedulingStore:
             if result.next_token is None or len(found) >= limit:
                 return found[:limit]
             request = dataclasses.replace(request, page_token=result.next_token)
+
+    async def search_any(
+        self,
+        resource_type: str,
+        param: str,
+        values: list[str],
+        query: list[tuple[str, str]],
+        *,
+        limit: int = 10_000,
+    ) -> list[dict[str, Any]]:
+        """Matches of `param` = any of `values` (and `query`): long OR lists go in several searches, as a
+        search parameter's value has a length limit (fhir/search/parse.py). Order is per chunk."""
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(values, MAX_OR_TEXT):
+            found += await self.search(resource_type, [(param, ",".join(chunk)), *query], limit=limit)
+        return found
 
     async def read(self, resource_type: str, id_: str) -> dict[str, Any] | None:
         stored = await self.repo.current_version(resource_type, id_)

@@ -3,6 +3,7 @@ and whether it is a video visit (see docs/scheduling.md)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -96,3 +97,33 @@ async def appointment_visit_type(store: SchedulingStore, appointment: Mapping[st
         if visit is not None:
             return visit
     return None
+
+
+class VisitTypeCache:
+    """Visit types by what an Appointment names (service reference or codings), for `ttl` seconds.
+
+    Every booking asks whether its visit type is a video visit; visit types change a few times a year,
+    so a change may take up to `ttl` seconds to apply to new bookings (docs/scheduling.md).
+    """
+
+    def __init__(self, *, ttl: float = 30.0, max_entries: int = 1000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, VisitType | None]] = {}
+
+    async def of(self, store: SchedulingStore, appointment: Mapping[str, Any]) -> VisitType | None:
+        key = repr(
+            (
+                [p.get("actor", {}).get("reference") for p in appointment.get("participant") or ()],
+                [(c.get("system"), c.get("code")) for c in requested_codings(appointment)],
+            )
+        )
+        now = time.monotonic()
+        cached = self._entries.get(key)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        visit = await appointment_visit_type(store, appointment)
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key] = (now, visit)
+        return visit

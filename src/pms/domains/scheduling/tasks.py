@@ -1,0 +1,46 @@
+"""Background work of scheduling (run by the worker; callable from anywhere that has the lifespan
+objects): offering freed time to the waitlist, expiring unanswered offers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from pms.domains.scheduling.config import SchedulingConfig
+from pms.domains.scheduling.offers import Offer
+from pms.domains.scheduling.periods import Interval
+from pms.domains.scheduling.store import SchedulingStore
+from pms.domains.scheduling.waitlist import Waitlist
+from pms.storage.links import LinkSigner
+from pms.storage.units import SystemUnits
+
+OFFER_PURPOSE = "waitlist-offer"
+
+
+@dataclass(frozen=True)
+class SchedulingJobs:
+    units: SystemUnits
+    config: SchedulingConfig
+    links: LinkSigner
+    hold_minutes: int
+
+    async def _offer_links(self, offer: Offer) -> tuple[str, str]:
+        lifetime = self.hold_minutes * 60 + 24 * 3600  # an answer after the hold still gets a clear reply
+        path = f"/api/waitlist-offers/{offer.offer_id}"
+        accept = await self.links.url(
+            path, purpose=OFFER_PURPOSE, subject=str(offer.offer_id), lifetime=lifetime, answer="accept"
+        )
+        decline = await self.links.url(
+            path, purpose=OFFER_PURPOSE, subject=str(offer.offer_id), lifetime=lifetime, answer="decline"
+        )
+        return accept, decline
+
+    async def offer_freed_time(self, start: datetime, end: datetime, actors: list[str]) -> Offer | None:
+        async with self.units.transaction() as repo:
+            waitlist = Waitlist(SchedulingStore(repo), self.config, hold_minutes=self.hold_minutes)
+            return await waitlist.offer(Interval(start, end), actors, links=self._offer_links)
+
+    async def expire_offers(self, now: datetime | None = None) -> int:
+        async with self.units.transaction() as repo:
+            waitlist = Waitlist(SchedulingStore(repo), self.config, hold_minutes=self.hold_minutes)
+            return await waitlist.expire_due(now)
