@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, PlainTextResponse, Response
 from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.exceptions import HTTPException
 
 from pms.config import Settings
 from pms.storage import identity
@@ -69,7 +70,7 @@ _NOT_BUILT = (
 @router.get("/{path:path}")
 async def app_files(request: Request, path: str) -> Response:
     if path.split("/", 1)[0] in RESERVED_PREFIXES:
-        return JSONResponse({"detail": "Not Found"}, status_code=404)
+        raise HTTPException(404)  # the API's own 404 (an OperationOutcome), as if this route did not exist
     settings: Settings = request.app.state.settings
     root = dist_dir(settings).resolve()
     index = root / "index.html"
@@ -81,7 +82,7 @@ async def app_files(request: Request, path: str) -> Response:
             cache = "public, max-age=31536000, immutable" if immutable else "no-cache"
             return FileResponse(candidate, headers={"Cache-Control": cache})
         if path.startswith("assets/") or "." in path.rsplit("/", 1)[-1]:
-            return JSONResponse({"detail": "Not Found"}, status_code=404)  # a missing file, not a route
+            raise HTTPException(404)  # a missing file, not a client-side route
     if not index.is_file():
-        return JSONResponse({"detail": _NOT_BUILT}, status_code=404)
+        return PlainTextResponse(_NOT_BUILT, status_code=404)
     return FileResponse(index, headers={"Cache-Control": "no-cache"})

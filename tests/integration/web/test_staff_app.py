@@ -80,8 +80,10 @@ async def test_api_paths_are_never_answered_with_the_app(app_url: str) -> None:
         for path in ("/.well-known/nothing", "/oauth2/nothing", "/fhir/Nothing/x", "/docs/nothing"):
             response = await http.get(path)
             assert response.text != INDEX, path
-        assert (await http.get("/.well-known/nothing")).status_code == 404
-        assert (await http.get("/oauth2/nothing")).status_code == 404
+        for path in ("/.well-known/nothing", "/oauth2/nothing", "/fhir/Patient/1/2/3/4"):
+            response = await http.get(path)
+            assert response.status_code == 404, path
+            assert response.json()["resourceType"] == "OperationOutcome", path
 
 
 def test_redirect_uris_follow_the_public_base_url() -> None:
