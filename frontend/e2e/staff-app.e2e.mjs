@@ -293,6 +293,17 @@ describe('staff web app', { concurrency: false }, () => {
     assert.match(await page.getByTestId('allergy-badge').textContent(), /Penicillin/);
     await page.getByTestId('section-allergies').getByText('Penicillin').waitFor();
 
+    // Edit: new phone and insurance, one more allergy, saved together.
+    await page.getByRole('link', { name: 'Edit details' }).click();
+    await page.getByLabel('Phone', { exact: true }).fill('+1 555 0177');
+    await page.getByLabel('Insurer (payer)').fill('Beta Mutual');
+    await page.getByLabel('Member ID').fill(`B-${tag}`);
+    await page.getByRole('button', { name: 'Add a newly known allergy' }).click();
+    await page.getByLabel('Substance').fill('Latex');
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    await page.getByTestId('section-insurance').getByText('Beta Mutual').waitFor();
+    await page.getByTestId('allergy-badge').getByText(/Latex/).waitFor();
+
     await page.goto(`${stack.baseUrl}/admin/availability`);
     await page.getByLabel('Practitioner').selectOption({ label: 'Ada Lee' });
     await page.getByLabel('To', { exact: true }).first().fill('12:00');

@@ -1,4 +1,4 @@
-import { keepPreviousData, useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
+import { keepPreviousData, useQuery } from '@tanstack/react-query';
 import { useState } from 'react';
 import { linkOf, matches } from './client';
 import { useFhirClient } from './context';
@@ -44,28 +44,4 @@ export function usePagedSearch<T extends Resource>(type: string, params: Record<
     nextPage: () => go(next, 1),
     previousPage: () => go(previous, -1),
   };
-}
-
-export function useCreate<T extends Resource>() {
-  const client = useFhirClient();
-  const queries = useQueryClient();
-  return useMutation({
-    mutationFn: (resource: T) => client.create(resource),
-    onSuccess: (created) => {
-      void queries.invalidateQueries({ queryKey: ['search'] });
-      if (created.id) queries.setQueryData([created.resourceType, created.id], created);
-    },
-  });
-}
-
-export function useUpdate<T extends Resource>() {
-  const client = useFhirClient();
-  const queries = useQueryClient();
-  return useMutation({
-    mutationFn: (resource: T) => client.update(resource),
-    onSuccess: (updated) => {
-      void queries.invalidateQueries({ queryKey: ['search'] });
-      if (updated.id) queries.setQueryData([updated.resourceType, updated.id], updated);
-    },
-  });
 }

@@ -41,6 +41,7 @@ export interface BundleEntry<T extends Resource = Resource> {
   fullUrl?: string;
   resource?: T;
   search?: { mode?: 'match' | 'include' | 'outcome' };
+  request?: { method: string; url: string; ifMatch?: string };
   response?: { status: string; location?: string; outcome?: OperationOutcome };
 }
 export interface Bundle<T extends Resource = Resource> extends Resource {

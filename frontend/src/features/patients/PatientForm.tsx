@@ -139,8 +139,6 @@ export function PatientForm({ initial, mode, busy, onSubmit, onCancel, clinical 
           </Stack>
         </Fieldset>
 
-        {mode === 'create' && (
-          <>
             <Fieldset legend={t('registration.insurance')}>
               <SimpleGrid cols={{ base: 1, sm: 2 }}>
                 {text('payer', 'registration.payer')}
@@ -186,13 +184,11 @@ export function PatientForm({ initial, mode, busy, onSubmit, onCancel, clinical 
                   w="fit-content"
                   onClick={() => set('allergies', [...draft.allergies, { substance: '', criticality: 'low', reaction: '' }])}
                 >
-                  {t('registration.addAllergy')}
+                  {t(mode === 'create' ? 'registration.addAllergy' : 'registration.addNewAllergy')}
                 </Button>
               </Stack>
             </Fieldset>
             )}
-          </>
-        )}
 
         <Fieldset legend={t('registration.consents')}>
           <Stack gap="xs">

@@ -1,5 +1,5 @@
 import { Alert, Button, Group, List, Stack, Title } from '@mantine/core';
-import { useMutation, useQueryClient } from '@tanstack/react-query';
+import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query';
 import { useState } from 'react';
 import { useTranslation } from 'react-i18next';
 import { Link, useNavigate, useParams } from 'react-router-dom';
@@ -8,11 +8,11 @@ import { useSession } from '../../auth/session';
 import { matches } from '../../fhir/client';
 import { useFhirClient } from '../../fhir/context';
 import { formatDate, mrnOf, patientName, phoneOf } from '../../fhir/format';
-import { useResource, useUpdate } from '../../fhir/hooks';
-import type { Bundle, Patient } from '../../fhir/types';
+import { useResource } from '../../fhir/hooks';
+import type { AnyResource, Bundle, Patient } from '../../fhir/types';
 import { ErrorMessage, Loading } from '../shell/States';
 import { PatientForm } from './PatientForm';
-import { duplicateQueries, emptyDraft, fromPatient, newMrn, registrationBundle, toPatient, type PatientDraft } from './registration';
+import { duplicateQueries, editBundle, emptyDraft, fromPatient, newMrn, registrationBundle, withCoverage, type PatientDraft } from './registration';
 
 function idFromLocation(location: string | undefined): string | undefined {
   const match = /Patient\/([^/]+)/.exec(location ?? '');
@@ -105,22 +105,33 @@ function RegisterPatient() {
 function EditPatient({ id }: { id: string }) {
   const { t } = useTranslation();
   const navigate = useNavigate();
+  const client = useFhirClient();
+  const queries = useQueryClient();
+  const clinical = seesClinicalRecord(useSession().user?.roles ?? []);
   const patient = useResource<Patient>('Patient', id);
-  const update = useUpdate<Patient>();
-  if (patient.isPending) return <Loading label={t('common.loading')} />;
-  if (patient.error) return <ErrorMessage error={patient.error} />;
+  const coverage = useQuery({
+    queryKey: ['search', 'coverage-of', id],
+    queryFn: () => client.search<AnyResource>('Coverage', { beneficiary: id, status: 'active', _count: '1' }),
+  });
+  const update = useMutation({
+    mutationFn: (draft: PatientDraft) => client.transaction(editBundle(draft, patient.data as Patient, matches(coverage.data)[0])),
+    onSuccess: () => {
+      void queries.invalidateQueries();
+      navigate(`/patients/${id}`);
+    },
+  });
+  if (patient.isPending || coverage.isPending) return <Loading label={t('common.loading')} />;
+  if (patient.error || coverage.error) return <ErrorMessage error={patient.error ?? coverage.error} />;
   return (
     <Stack maw={960}>
       <Title order={2}>{t('registration.editTitle')}</Title>
       <ErrorMessage error={update.error} />
       <PatientForm
-        initial={fromPatient(patient.data)}
+        initial={withCoverage(fromPatient(patient.data), matches(coverage.data)[0])}
         mode="edit"
-        clinical={false}
+        clinical={clinical}
         busy={update.isPending}
-        onSubmit={(draft) =>
-          update.mutate(toPatient(draft, patient.data), { onSuccess: () => navigate(`/patients/${id}`) })
-        }
+        onSubmit={(draft) => update.mutate(draft)}
         onCancel={() => navigate(`/patients/${id}`)}
       />
     </Stack>

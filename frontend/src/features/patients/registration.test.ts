@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { MRN_SYSTEM } from '../../fhir/format';
-import { duplicateQueries, emptyDraft, fromPatient, registrationBundle, toPatient, validate, type PatientDraft } from './registration';
+import { duplicateQueries, editBundle, emptyDraft, fromPatient, registrationBundle, toPatient, validate, withCoverage, type PatientDraft } from './registration';
 
 function draft(overrides: Partial<PatientDraft> = {}): PatientDraft {
   return { ...emptyDraft(), given: 'Mei Ling', family: 'Chen', gender: 'female', birthDate: '1980-02-03', ...overrides };
@@ -76,5 +76,33 @@ describe('FHIR mapping', () => {
       { family: 'Chen', birthdate: '1980-02-03', given: 'Mei', _count: '10' },
       { phone: '555 0101', _count: '10' },
     ]);
+  });
+});
+
+describe('editBundle', () => {
+  const stored = { ...toPatient(draft({ mrn: 'MRN-1' })), id: 'p1', meta: { versionId: '4' } };
+
+  it('updates the Patient only if unchanged since it was read, and adds new allergies', () => {
+    const bundle = editBundle(draft({ mrn: 'MRN-1', allergies: [{ substance: 'Latex', criticality: 'low', reaction: '' }] }), stored, undefined);
+    expect(bundle.entry?.map((e) => [e.request?.method, e.request?.url])).toEqual([
+      ['PUT', 'Patient/p1'],
+      ['POST', 'AllergyIntolerance'],
+    ]);
+    expect((bundle.entry?.[0]?.request as { ifMatch?: string }).ifMatch).toBe('W/"4"');
+    expect((bundle.entry?.[1]?.resource as unknown as { patient: unknown }).patient).toEqual({ reference: 'Patient/p1' });
+  });
+
+  it('updates the current Coverage when the insurance changed, cancels it when emptied, creates one when new', () => {
+    const coverage = { resourceType: 'Coverage', id: 'c1', status: 'active', subscriberId: 'A-1', payor: [{ display: 'Acme' }] };
+    const same = editBundle(draft({ payer: 'Acme', memberId: 'A-1' }), stored, coverage);
+    expect(same.entry).toHaveLength(1);
+    const changed = editBundle(draft({ payer: 'Acme', memberId: 'A-2' }), stored, coverage);
+    expect(changed.entry?.[1]?.request).toEqual({ method: 'PUT', url: 'Coverage/c1' });
+    expect((changed.entry?.[1]?.resource as unknown as { subscriberId: string }).subscriberId).toBe('A-2');
+    const emptied = editBundle(draft(), stored, coverage);
+    expect((emptied.entry?.[1]?.resource as unknown as { status: string }).status).toBe('cancelled');
+    const added = editBundle(draft({ payer: 'Beta', memberId: 'B-1' }), stored, undefined);
+    expect(added.entry?.[1]?.request).toEqual({ method: 'POST', url: 'Coverage' });
+    expect(withCoverage(emptyDraft(), coverage)).toMatchObject({ payer: 'Acme', memberId: 'A-1' });
   });
 });

@@ -1,6 +1,6 @@
 // The registration form's model, its validation (message keys for i18n) and its mapping to FHIR.
 import { MRN_SYSTEM } from '../../fhir/format';
-import type { AnyResource, Bundle, Patient } from '../../fhir/types';
+import type { AnyResource, Bundle, Patient, Reference } from '../../fhir/types';
 
 export const EXT_BASE = 'https://pms.example.org/fhir/StructureDefinition/';
 export const CONSENT_FLAGS = ['sms-reminders', 'email-reminders', 'research-contact'] as const;
@@ -152,40 +152,85 @@ export function fromPatient(patient: Patient): PatientDraft {
   };
 }
 
+type Entry = { fullUrl?: string; resource: AnyResource; request: { method: string; url: string; ifMatch?: string } };
+
+function coverageResource(draft: PatientDraft, beneficiary: Reference, base?: AnyResource): AnyResource {
+  return {
+    ...(base ?? {}),
+    resourceType: 'Coverage',
+    status: 'active',
+    beneficiary,
+    subscriberId: draft.memberId.trim(),
+    identifier: [{ value: draft.memberId.trim() }],
+    payor: [{ display: draft.payer.trim() }],
+  };
+}
+
+function allergyEntries(draft: PatientDraft, patient: Reference): Entry[] {
+  return draft.allergies.map((allergy) => ({
+    resource: {
+      resourceType: 'AllergyIntolerance',
+      clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] },
+      verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'confirmed' }] },
+      code: { text: allergy.substance.trim() },
+      criticality: allergy.criticality,
+      patient,
+      ...(allergy.reaction.trim() ? { reaction: [{ manifestation: [{ text: allergy.reaction.trim() }] }] } : {}),
+    },
+    request: { method: 'POST', url: 'AllergyIntolerance' },
+  }));
+}
+
 /** One all-or-nothing transaction: the Patient, their Coverage and their AllergyIntolerances. */
 export function registrationBundle(draft: PatientDraft, patientUuid: string): Bundle {
   const ref = { reference: `urn:uuid:${patientUuid}` };
-  const entries: { fullUrl?: string; resource: AnyResource; request: { method: string; url: string } }[] = [
+  const entries: Entry[] = [
     { fullUrl: `urn:uuid:${patientUuid}`, resource: toPatient(draft) as unknown as AnyResource, request: { method: 'POST', url: 'Patient' } },
   ];
   if (draft.payer.trim() && draft.memberId.trim()) {
-    entries.push({
-      resource: {
-        resourceType: 'Coverage',
-        status: 'active',
-        beneficiary: ref,
-        subscriberId: draft.memberId.trim(),
-        identifier: [{ value: draft.memberId.trim() }],
-        payor: [{ display: draft.payer.trim() }],
-      },
-      request: { method: 'POST', url: 'Coverage' },
-    });
+    entries.push({ resource: coverageResource(draft, ref), request: { method: 'POST', url: 'Coverage' } });
   }
-  for (const allergy of draft.allergies) {
-    entries.push({
-      resource: {
-        resourceType: 'AllergyIntolerance',
-        clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code: 'active' }] },
-        verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code: 'confirmed' }] },
-        code: { text: allergy.substance.trim() },
-        criticality: allergy.criticality,
-        patient: ref,
-        ...(allergy.reaction.trim() ? { reaction: [{ manifestation: [{ text: allergy.reaction.trim() }] }] } : {}),
-      },
-      request: { method: 'POST', url: 'AllergyIntolerance' },
-    });
-  }
+  entries.push(...allergyEntries(draft, ref));
   return { resourceType: 'Bundle', type: 'transaction', entry: entries } as Bundle;
+}
+
+/**
+ * Saving an edit, all or nothing: the Patient (only if nobody changed it meanwhile: If-Match), their
+ * insurance (the current Coverage updated, or a new one; emptied = cancelled) and newly added allergies.
+ */
+export function editBundle(draft: PatientDraft, patient: Patient, coverage: AnyResource | undefined): Bundle {
+  const ref = { reference: `Patient/${patient.id}` };
+  const version = patient.meta?.versionId;
+  const entries: Entry[] = [
+    {
+      resource: toPatient(draft, patient) as unknown as AnyResource,
+      request: { method: 'PUT', url: `Patient/${patient.id}`, ...(version ? { ifMatch: `W/"${version}"` } : {}) },
+    },
+  ];
+  const insured = Boolean(draft.payer.trim() && draft.memberId.trim());
+  if (coverage?.id) {
+    const payer = (coverage.payor as { display?: string }[] | undefined)?.[0]?.display ?? '';
+    const changed = payer !== draft.payer.trim() || coverage.subscriberId !== draft.memberId.trim();
+    if (insured && changed) {
+      entries.push({ resource: coverageResource(draft, ref, coverage), request: { method: 'PUT', url: `Coverage/${coverage.id}` } });
+    } else if (!insured) {
+      entries.push({ resource: { ...coverage, status: 'cancelled' }, request: { method: 'PUT', url: `Coverage/${coverage.id}` } });
+    }
+  } else if (insured) {
+    entries.push({ resource: coverageResource(draft, ref), request: { method: 'POST', url: 'Coverage' } });
+  }
+  entries.push(...allergyEntries(draft, ref));
+  return { resourceType: 'Bundle', type: 'transaction', entry: entries } as Bundle;
+}
+
+/** The insurance fields of a draft from the patient's current Coverage. */
+export function withCoverage(draft: PatientDraft, coverage: AnyResource | undefined): PatientDraft {
+  if (!coverage) return draft;
+  return {
+    ...draft,
+    payer: (coverage.payor as { display?: string }[] | undefined)?.[0]?.display ?? '',
+    memberId: String(coverage.subscriberId ?? ''),
+  };
 }
 
 /** The searches that find a likely duplicate: same name and birth date, or same phone. */
