@@ -100,9 +100,8 @@ def serve(settings: Settings, *, host: str, port: int, workers: int, reload: boo
             os.environ["HOST"], os.environ["PORT"] = host, str(port)
             if migrate:
                 run_migrations(url)
-            print(
-                f"PMS on http://{host}:{port}/ (staff web app), API at /fhir, docs at /docs", flush=True
-            )
+            base = f"http://{host}:{port}"
+            print(f"PMS FHIR API on {base}/fhir (docs: {base}/docs; staff web app: {base}/)", flush=True)
             uvicorn.run(
                 APP_FACTORY,
                 factory=True,

@@ -222,12 +222,24 @@ export function CalendarGrid(props: Props) {
   return (
     <div className="calendar-scroll" data-testid="calendar-grid" tabIndex={0} role="region" aria-label={t('calendar.title')}>
       <div className="calendar" style={{ gridTemplateColumns: `56px repeat(${gridColumns.length}, minmax(${minWidth}px, 1fr))` }}>
-        <div className="calendar-corner" />
-        {gridColumns.map(({ key, day, column }, index) => (
-          <div key={`h-${key}`} className="calendar-head" data-testid="column-header" style={{ borderLeftWidth: index % columns.length === 0 ? 2 : 1 }}>
-            {days.length > 1 && index % columns.length === 0 && (
-              <div className="calendar-day">{day.toLocaleDateString(i18n.language, { weekday: 'short', day: 'numeric', month: 'short' })}</div>
-            )}
+        {days.length > 1 && (
+          <>
+            <div className="calendar-corner calendar-day-row" />
+            {days.map((day) => (
+              <div key={`d-${day.toISOString()}`} className="calendar-day calendar-day-row" style={{ gridColumn: `span ${columns.length}` }}>
+                {day.toLocaleDateString(i18n.language, { weekday: 'short', day: 'numeric', month: 'short' })}
+              </div>
+            ))}
+          </>
+        )}
+        <div className={`calendar-corner${days.length > 1 ? ' calendar-under-days' : ''}`} />
+        {gridColumns.map(({ key, column }, index) => (
+          <div
+            key={`h-${key}`}
+            className={`calendar-head${days.length > 1 ? ' calendar-under-days' : ''}`}
+            data-testid="column-header"
+            style={{ borderLeftWidth: index % columns.length === 0 ? 2 : 1 }}
+          >
             <div className="calendar-who" title={column.label}>
               <span className="calendar-swatch" style={{ background: PALETTE[column.colourIndex] }} aria-hidden />
               {column.label}
