@@ -26,7 +26,9 @@ CALLBACK_PATH = "/callback"
 DEV_SERVER_ORIGINS = ("http://localhost:5173", "http://127.0.0.1:5173")  # `npm run dev` (vite)
 # Paths that belong to the API: never answered with the app, even when no route matches.
 RESERVED_PREFIXES = ("fhir", "oauth2", "health", "docs", "redoc", "openapi.json", ".well-known", "api")
-DEFAULT_DIST = Path(__file__).resolve().parents[3] / "frontend" / "dist"
+# A source checkout (`make run`): frontend/dist beside src/; an installed package (the Docker image):
+# frontend/dist under the working directory.
+SOURCE_DIST = Path(__file__).resolve().parents[3] / "frontend" / "dist"
 
 
 def redirect_uris(settings: Settings) -> list[str]:
@@ -57,7 +59,11 @@ async def register_client(conn: AsyncConnection, settings: Settings) -> identity
 
 
 def dist_dir(settings: Settings) -> Path:
-    return Path(settings.spa_dir) if settings.spa_dir else DEFAULT_DIST
+    if settings.spa_dir:
+        return Path(settings.spa_dir)
+    if SOURCE_DIST.is_dir():
+        return SOURCE_DIST
+    return Path.cwd() / "frontend" / "dist"
 
 
 router = APIRouter(include_in_schema=False)
