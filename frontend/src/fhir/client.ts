@@ -49,7 +49,13 @@ export class FhirClient {
     return `${this.options.baseUrl.replace(/\/$/, '')}/${pathOrUrl.replace(/^\//, '')}`;
   }
 
-  async request<T>(method: string, pathOrUrl: string, body?: unknown, headers: Record<string, string> = {}): Promise<T> {
+  async request<T>(
+    method: string,
+    pathOrUrl: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+    signal?: AbortSignal,
+  ): Promise<T> {
     const token = await this.options.getToken();
     const fetchImpl = this.options.fetchImpl ?? fetch;
     const response = await fetchImpl(this.url(pathOrUrl), {
@@ -61,6 +67,7 @@ export class FhirClient {
         ...headers,
       },
       body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
     });
     if (response.status === 401) this.options.onUnauthorized?.();
     const text = await response.text();
@@ -83,8 +90,8 @@ export class FhirClient {
   }
 
   /** Follow a Bundle paging link (`next`, `previous`) exactly as the server wrote it. */
-  page<T extends Resource>(url: string): Promise<Bundle<T>> {
-    return this.request<Bundle<T>>('GET', url);
+  page<T extends Resource>(url: string, signal?: AbortSignal): Promise<Bundle<T>> {
+    return this.request<Bundle<T>>('GET', url, undefined, {}, signal);
   }
 
   create<T extends Resource>(resource: T): Promise<T> {

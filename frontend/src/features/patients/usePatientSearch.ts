@@ -55,10 +55,10 @@ export function usePatientSearch(text: string) {
     enabled: patientQueries(term).length > 0,
     placeholderData: keepPreviousData,
     queryFn: async ({ signal }) => {
-      void signal;
+      // `signal` aborts the requests when the text changes before they answer.
       const batches = await Promise.all([
-        Promise.all(patientQueries(term).map((q) => client.request<Bundle<Patient>>('GET', `Patient?${q}`))),
-        ...pages.map((links) => Promise.all(links.map((url) => client.page<Patient>(url)))),
+        Promise.all(patientQueries(term).map((q) => client.page<Patient>(`Patient?${q}`, signal))),
+        ...pages.map((links) => Promise.all(links.map((url) => client.page<Patient>(url, signal)))),
       ]);
       const lastBatch = batches.at(-1) ?? [];
       return { patients: merge(batches), nextLinks: lastBatch.flatMap((b) => linkOf(b, 'next') ?? []) };
