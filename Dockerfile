@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# Production image: `pms serve` (uvicorn + uvloop + httptools, one worker per CPU) on port 8000.
-# Needs DATABASE_URL (see docker-compose.yml); without it an embedded PostgreSQL is started in /app/var.
+# Production image: `pms serve` (uvicorn + uvloop + httptools, one worker per CPU) on port 8000; the same
+# image runs the job worker with `pms worker --no-migrate` (docker-compose.yml's `worker` service).
+# Needs DATABASE_URL and REDIS_URL (see docker-compose.yml); without them an embedded PostgreSQL and Redis
+# are started in /app/var.
 
 # -- 1. the staff/patient SPA (skipped until frontend/ exists) ------------------------------------------
 FROM node:20-slim AS frontend

@@ -1,5 +1,6 @@
 # Developer entry points. `make run` needs nothing but Python >= 3.11: without DATABASE_URL it starts an
-# embedded PostgreSQL under $(PMS_DATA_DIR) (default var/).
+# embedded PostgreSQL under $(PMS_DATA_DIR) (default var/), without REDIS_URL an embedded Redis there too,
+# and runs the API with `pms worker` beside it.
 
 PYTHON ?= python3
 VENV := .venv
@@ -24,7 +25,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 run: install frontend
-	$(BIN)/pms serve --host $(HOST) --port $(PORT)
+	$(BIN)/pms serve --with-worker --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/pytest

@@ -1,4 +1,4 @@
-"""The `pms` command: `pms serve | migrate | db start|stop|url`.
+"""The `pms` command: `pms serve | worker | migrate | db start|stop|url | reindex | user | keys | client`.
 
 Each subcommand is a `Command` (how to configure its parser, what to run) in `commands()`; later ones
 (worker, user, client, import, reindex) are added there. Heavy imports happen inside the handlers so that
@@ -42,6 +42,15 @@ def _configure_serve(parser: argparse.ArgumentParser, settings: Settings) -> Non
         help="worker processes (env WEB_CONCURRENCY; default one per CPU: %(default)s)",
     )
     parser.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    _add_no_migrate(parser)
+    parser.add_argument(
+        "--with-worker",
+        action="store_true",
+        help="also run `pms worker` as a child process (what `make run` does)",
+    )
+
+
+def _add_no_migrate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-migrate",
         dest="migrate",
@@ -60,7 +69,38 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         reload=args.reload,
         migrate=args.migrate,
+        with_worker=args.with_worker,
     )
+
+
+# -- worker ------------------------------------------------------------------------------------------------
+
+
+def _configure_worker(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    _add_no_migrate(parser)
+    parser.add_argument(
+        "--burst", action="store_true", help="run the jobs queued now, then exit (cron jobs do not run)"
+    )
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import logging
+
+    from pms.serve import resolved_database_url, resolved_redis_url, run_migrations
+    from pms.worker import run
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        with resolved_database_url(settings) as url, resolved_redis_url(settings) as redis_url:
+            if args.migrate:
+                run_migrations(url)
+            print(f"PMS worker on queue {settings.queue_name!r} at {redis_url}", flush=True)
+            configured = settings.model_copy(update={"database_url": url, "redis_url": redis_url})
+            asyncio.run(run(configured, burst=args.burst))
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 # -- migrate -----------------------------------------------------------------------------------------------
@@ -479,6 +519,11 @@ def commands() -> dict[str, Command]:
             "run the HTTP API (migrates first; embedded PostgreSQL without DATABASE_URL)",
             _configure_serve,
             _serve,
+        ),
+        "worker": Command(
+            "run the background job worker (reminders; embedded Redis without REDIS_URL)",
+            _configure_worker,
+            _worker,
         ),
         "migrate": Command(
             "upgrade the database schema to the latest revision", _configure_migrate, _migrate

@@ -34,6 +34,39 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
 
+    # -- background work: the arq worker and appointment reminders (docs/reminders.md) -------------------
+    queue_name: str = Field(
+        default="pms:queue", description="arq queue; also namespaces the worker's heartbeat key in Redis."
+    )
+    clinic_name: str = "the clinic"
+    public_url: str | None = Field(
+        default=None, description="Public base of the web app for links in messages (default http://HOST:PORT)."
+    )
+    link_secret: str | None = Field(
+        default=None, description="Key signing reminder links; default: generated once, kept in the database."
+    )
+    reminder_offsets: str = Field(
+        default="48h,2h", description="Comma-separated: how long before an appointment to remind (m, h, d)."
+    )
+    reminder_max_attempts: int = Field(default=5, description="Tries before a delivery counts as failed.")
+    reminder_retry_base: float = Field(default=60.0, description="Seconds before the first retry; then x4.")
+    reminder_concurrency: int = Field(default=50, description="Messages in flight at once per worker.")
+    reminder_connections: int = Field(default=10, description="Connections kept per channel (SMTP, SMS).")
+    smtp_host: str | None = Field(default=None, description="Unset: no email reminders.")
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_from: str = "PMS <no-reply@localhost>"
+    smtp_tls: str = Field(default="starttls", description="starttls | tls (implicit) | none")
+    smtp_timeout: float = 10.0
+    sms_base_url: str | None = Field(
+        default=None, description="Twilio-style API base, e.g. https://api.twilio.com; unset: no SMS."
+    )
+    sms_account_sid: str | None = None
+    sms_auth_token: str | None = None
+    sms_from: str | None = None
+    sms_timeout: float = 10.0
+
     # -- authorization server (docs/security.md) ------------------------------------------------------
     auth_issuer: str | None = Field(
         default=None, description="Token issuer (`iss`); default: the public FHIR base URL."
@@ -100,6 +133,15 @@ class Settings(BaseSettings):
     def max_token_lifetime(self) -> int:
         """How long a retired signing key must keep verifying (the longest-lived JWT it signed)."""
         return max(self.access_token_lifetime, self.backend_token_lifetime)
+
+    @property
+    def app_base_url(self) -> str:
+        """Where people reach the web app (reminder links): PMS_PUBLIC_URL, else the FHIR base's parent."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        if self.base_url:
+            return self.base_url.rstrip("/").removesuffix("/fhir")
+        return f"http://{self.host}:{self.port}"
 
     @cached_property
     def async_database_url(self) -> str:

@@ -1,4 +1,4 @@
-"""create_app(): the ASGI application with its lifespan objects (database pool, validator)."""
+"""create_app(): the ASGI application with its lifespan objects (database pool, validator, job queue)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pms import __version__
 from pms.api import spa
 from pms.api.admin import router as admin_router
+from pms.api.app.appointments import router as appointments_router
 from pms.api.calendar import router as calendar_router
 from pms.api.errors import install_error_handlers
 from pms.api.fhir import docs
@@ -26,7 +27,9 @@ from pms.auth.assertions import JwksFetcher
 from pms.auth.rbac import role_rows
 from pms.config import Settings, get_settings
 from pms.core.db import Database
+from pms.core.queue import JobQueue, WorkerHealth
 from pms.domains.hooks import write_hooks
+from pms.domains.reminders.links import load_signer
 from pms.domains.scheduling.wiring import scheduling_config
 from pms.fhir.validation import validate_resource
 from pms.storage import accounts
@@ -45,8 +48,9 @@ Bodies are `application/fhir+json`; errors are `OperationOutcome`s.
 
 
 class Health(BaseModel):
-    status: str
+    status: str  # the API's own state (the database); a stopped worker does not make the API unhealthy
     database: str
+    worker: WorkerHealth
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -64,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await accounts.seed_roles(conn, roles=role_rows())
             # The staff web app is a public client of our own authorization server (api/spa.py).
             await spa.register_client(conn, settings)
+            app.state.link_signer = await load_signer(conn, settings.link_secret)  # reminder links
         app.state.keys = KeyCache(app.state.db)  # token signing/verification keys (storage/identity.py)
         app.state.links = LinkSigner(app.state.keys, settings)  # signed links in messages (waitlist, feeds)
         app.state.units = SystemUnits(
@@ -71,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             validator=app.state.validator,
             registry_provider=app.state.registry_provider,
             hooks=app.state.write_hooks,
+            queue=queue,  # jobs from these units' writes (a declined offer frees time) go after commit
         )
         app.state.principals = PrincipalDirectory(app.state.db)  # token -> AccessContext, cached briefly
         app.state.verified_tokens = VerifiedTokens()
@@ -79,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if queue is not None:
+                await queue.close()
             await app.state.db.dispose()
 
     app = FastAPI(title="PMS FHIR API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
@@ -88,6 +96,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.write_hooks = write_hooks(app.state.scheduling)  # domain rules on writes (storage/hooks.py)
     app.state.registry_provider = RegistryProvider(ttl=settings.search_registry_ttl)
     app.state.jwks_fetcher = JwksFetcher()  # backend clients' registered JWKS URLs, cached
+    # Connects lazily, so the API starts and serves while Redis is down (core/queue.py).
+    queue = JobQueue(settings.redis_url, queue_name=settings.queue_name) if settings.redis_url else None
+    app.state.queue = queue
     install_error_handlers(app)
     # Before the FHIR router: /fhir/.well-known/... must not be taken for /fhir/{type}/{id}.
     app.include_router(oauth_router)
@@ -97,11 +108,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(calendar_router)
     app.include_router(waitlist_router)
     app.include_router(admin_router)
+    app.include_router(appointments_router)
 
-    @app.get("/health", response_model=Health, tags=["system"], summary="Liveness and database reachability")
+    @app.get(
+        "/health", response_model=Health, tags=["system"], summary="Liveness, database and worker state"
+    )
     async def health() -> Health:
         database = "ok" if await app.state.db.reachable() else "unreachable"
-        return Health(status="ok" if database == "ok" else "degraded", database=database)
+        worker = await queue.worker_health() if queue is not None else WorkerHealth(state="unknown")
+        return Health(status="ok" if database == "ok" else "degraded", database=database, worker=worker)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -1,4 +1,5 @@
-"""What `pms serve` and `pms migrate` do: embedded database when needed, migrations, uvicorn."""
+"""What `pms serve`, `pms worker` and `pms migrate` do: embedded database and Redis when needed,
+migrations, uvicorn, the worker."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
 from pms.config import Settings
+from pms.core.embedded_redis import EmbeddedRedis, die_with_parent
 from pms.storage.embedded import EmbeddedPostgres
 
 APP_FACTORY = "pms.main:create_app"
@@ -77,6 +81,43 @@ def resolved_database_url(settings: Settings) -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def resolved_redis_url(settings: Settings) -> Iterator[str]:
+    """The configured REDIS_URL, else an embedded Redis's (shared by the API and the worker), stopped on
+    exit if we started it."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    embedded = EmbeddedRedis(Path(settings.data_dir))
+    url = embedded.start()
+    print(f"Embedded Redis at {url} (data in {embedded.dir})", flush=True)
+    try:
+        yield url
+    finally:
+        embedded.stop()
+
+
+@contextlib.contextmanager
+def _worker_process(enabled: bool) -> Iterator[None]:
+    """`pms worker` as a child (`make run`), with this process's DATABASE_URL and REDIS_URL; it dies with
+    us even when we are killed (parent-death signal), and is stopped and waited for on a normal exit."""
+    if not enabled:
+        yield
+        return
+    child = subprocess.Popen(
+        [sys.executable, "-m", "pms.cli", "worker", "--no-migrate"], preexec_fn=die_with_parent
+    )
+    try:
+        yield
+    finally:
+        child.terminate()
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+@contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         raise _Terminated
@@ -88,33 +129,50 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def serve(settings: Settings, *, host: str, port: int, workers: int, reload: bool, migrate: bool) -> int:
-    """Run the API until SIGINT/SIGTERM; the embedded database (if any) is stopped on every way out."""
+def serve(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    reload: bool,
+    migrate: bool,
+    with_worker: bool = False,
+) -> int:
+    """Run the API (and with `with_worker` a `pms worker` beside it) until SIGINT/SIGTERM; the embedded
+    database and Redis (if any) are stopped on every way out."""
     import uvicorn
 
     try:
-        with _sigterm_raises(), resolved_database_url(settings) as url:
-            # Uvicorn workers are separate processes that build their own Settings from the environment.
+        with (
+            _sigterm_raises(),
+            resolved_database_url(settings) as url,
+            resolved_redis_url(settings) as redis_url,
+        ):
+            # Uvicorn workers (and the job worker) are separate processes that build their own Settings
+            # from the environment.
             os.environ["DATABASE_URL"] = url
+            os.environ["REDIS_URL"] = redis_url
             # ...and the bound address, from which the web app's redirect URIs are derived (api/spa.py).
             os.environ["HOST"], os.environ["PORT"] = host, str(port)
             if migrate:
                 run_migrations(url)
             base = f"http://{host}:{port}"
             print(f"PMS FHIR API on {base}/fhir (docs: {base}/docs; staff web app: {base}/)", flush=True)
-            uvicorn.run(
-                APP_FACTORY,
-                factory=True,
-                host=host,
-                port=port,
-                workers=None if reload else workers,
-                reload=reload,
-                reload_dirs=[str(Path(__file__).resolve().parent)] if reload else None,
-                loop="uvloop",
-                http="httptools",
-                access_log=False,
-                log_level=settings.log_level,
-            )
+            with _worker_process(with_worker):
+                uvicorn.run(
+                    APP_FACTORY,
+                    factory=True,
+                    host=host,
+                    port=port,
+                    workers=None if reload else workers,
+                    reload=reload,
+                    reload_dirs=[str(Path(__file__).resolve().parent)] if reload else None,
+                    loop="uvloop",
+                    http="httptools",
+                    access_log=False,
+                    log_level=settings.log_level,
+                )
     except (KeyboardInterrupt, _Terminated):
         # Uvicorn re-raises the signal it shut down on once it is done; a requested stop is a clean exit.
         pass

@@ -84,12 +84,17 @@ class TestServe:
         )
         try:
             health = await wait_for_health(f"http://127.0.0.1:{port}/health", process)
-            assert health == {"status": "ok", "database": "ok"}
+            # No REDIS_URL: an embedded Redis, and no worker was started beside the API.
+            worker_down = {"state": "down", "last_heartbeat": None}
+            assert health == {"status": "ok", "database": "ok", "worker": worker_down}
+            redis_pid = int((tmp_path / "redis" / "redis.pid").read_text())
             process.send_signal(signal.SIGTERM)
             output, _ = await asyncio.wait_for(process.communicate(), 10)
             assert process.returncode == 0, output.decode()
             assert f"http://127.0.0.1:{port}/fhir" in output.decode()
             assert not (tmp_path / "pgdata").exists()  # DATABASE_URL given: no embedded database
+            with pytest.raises(ProcessLookupError):  # the embedded Redis stopped with it
+                os.kill(redis_pid, 0)
         finally:
             if process.returncode is None:
                 process.kill()

@@ -17,9 +17,9 @@ from starlette.responses import HTMLResponse
 from pms.audit import events
 from pms.auth.tokens import InvalidToken
 from pms.domains.scheduling import offers
+from pms.domains.scheduling.codes import OFFER_PURPOSE
 from pms.domains.scheduling.config import SchedulingConfig
 from pms.domains.scheduling.store import SchedulingStore
-from pms.domains.scheduling.tasks import OFFER_PURPOSE
 from pms.domains.scheduling.waitlist import Waitlist
 from pms.storage.audit import interaction_event
 from pms.storage.links import LinkSigner

@@ -1,1 +1,1 @@
-"""Domain workflows (scheduling, ...): rules and multi-step flows on FHIR resources."""
+"""Domain workflows (scheduling, reminders, ...): rules and multi-step flows on FHIR resources."""

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pms.auth.context import AccessContext
 from pms.auth.scopes import Interaction
 from pms.core.errors import conflict, gone, not_found, precondition_failed
+from pms.core.queue import PendingJobs
 from pms.fhir import jsonio
 from pms.fhir.definitions import resource_types
 from pms.fhir.resource import Validator, check_id, stamp, validate
@@ -54,8 +55,12 @@ class FhirRepository:
         access: AccessContext | None = None,
         hooks: WriteHooks | None = None,
         clock: Callable[[], datetime] = utc_now,
+        jobs: PendingJobs | None = None,
     ) -> None:
         self.conn = conn
+        # Jobs for the worker, sent only if this unit of work commits (core/queue.py `after_commit`). A
+        # unit opened without one (CLI tools, tests) gets a list nobody sends: do not enqueue there.
+        self.jobs = jobs if jobs is not None else PendingJobs()
         self.validator = validator
         self.indexer = indexer
         self.clock = clock

@@ -233,3 +233,14 @@ class TestWaitlist:
         assert len(offers) == 1, results
         holds = await clinic.http.get("/Appointment", params={"practitioner": staff.ref, "status": "pending"})
         assert holds.json()["total"] == 1
+
+
+class TestHorizon:
+    async def test_the_daily_job_opens_the_next_days(self, clinic: Clinic, worker: Worker) -> None:
+        every_day = [{"availableStartTime": "09:00:00", "availableEndTime": "10:00:00"}]
+        staff = await clinic.practitioner(hours=every_day)
+        horizon_end = datetime.now(UTC).date() + timedelta(days=worker.jobs.config.horizon_days)
+        assert await clinic.slots(staff.schedule_id, horizon_end + timedelta(days=1)) == []
+        looked_at = await worker.jobs.extend_horizons(datetime.now(UTC) + timedelta(days=2))
+        assert looked_at >= 1
+        assert len(await clinic.slots(staff.schedule_id, horizon_end + timedelta(days=1))) == 3

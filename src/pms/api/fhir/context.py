@@ -10,6 +10,7 @@ from starlette.requests import Request
 from pms.auth.context import AccessContext
 from pms.config import Settings
 from pms.core.db import Database
+from pms.core.queue import JobQueue, after_commit
 from pms.fhir.resource import Validator
 from pms.storage.bundles import BundleProcessor
 from pms.storage.fast_reads import FastReader
@@ -35,8 +36,10 @@ async def interactions(
     settings: Settings = request.app.state.settings
     validator: Validator = request.app.state.validator
     provider: RegistryProvider = request.app.state.registry_provider
+    queue: JobQueue | None = request.app.state.queue
     unit = db.transaction() if write else db.reader()
-    async with unit as conn:
+    # Jobs enqueued by this unit's writes reach the queue after the transaction (inner block) commits.
+    async with after_commit(queue) as jobs, unit as conn:
         registry = await provider.get(conn)
         repo = FhirRepository(
             conn,
@@ -44,6 +47,7 @@ async def interactions(
             indexer=Indexer(registry),
             access=access,
             hooks=request.app.state.write_hooks,
+            jobs=jobs,
         )
         yield Interactions(
             repo,

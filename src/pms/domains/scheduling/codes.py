@@ -14,6 +14,7 @@ TELEHEALTH_LINK_URL = f"{BASE}/StructureDefinition/telehealth-url"  # on an Appo
 SLOT_MINUTES_URL = f"{BASE}/StructureDefinition/slot-minutes"
 SERIES_SYSTEM = f"{BASE}/appointment-series"  # Appointment.identifier linking a recurring series
 RESCHEDULE_REASON_URL = f"{BASE}/StructureDefinition/reschedule-reason"
+OFFER_PURPOSE = "waitlist-offer"  # the purpose named in a waitlist offer's signed links
 
 # Statuses in which an Appointment holds its participants' time. `proposed` and `waitlist` are wishes,
 # `cancelled`, `noshow` and `entered-in-error` gave the time back.

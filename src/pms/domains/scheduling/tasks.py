@@ -4,17 +4,17 @@ objects): offering freed time to the waitlist, expiring unanswered offers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from pms.domains.scheduling.codes import OFFER_PURPOSE
 from pms.domains.scheduling.config import SchedulingConfig
 from pms.domains.scheduling.offers import Offer
 from pms.domains.scheduling.periods import Interval
+from pms.domains.scheduling.slots import SlotPlanner
 from pms.domains.scheduling.store import SchedulingStore
 from pms.domains.scheduling.waitlist import Waitlist
 from pms.storage.links import LinkSigner
 from pms.storage.units import SystemUnits
-
-OFFER_PURPOSE = "waitlist-offer"
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,16 @@ class SchedulingJobs:
         async with self.units.transaction() as repo:
             waitlist = Waitlist(SchedulingStore(repo), self.config, hold_minutes=self.hold_minutes)
             return await waitlist.expire_due(now)
+
+    async def extend_horizons(self, now: datetime | None = None) -> int:
+        """Daily: the days entering the horizon get their Slots, for every active Schedule (the last two
+        days are redone, so one missed run loses nothing). The number of Schedules looked at."""
+        async with self.units.transaction() as repo:
+            store = SchedulingStore(repo)
+            planner = SlotPlanner(store, self.config)
+            horizon = planner.horizon(now)
+            window = Interval(horizon.end - timedelta(days=2), horizon.end)
+            schedules = await store.search("Schedule", [("active:not", "false")], limit=100_000)
+            for schedule in schedules:
+                await planner.regenerate(schedule["id"], schedule, window=window)
+            return len(schedules)

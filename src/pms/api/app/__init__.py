@@ -1,0 +1,1 @@
+"""Non-FHIR HTTP endpoints under /api (what FHIR does not model)."""
