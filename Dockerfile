@@ -10,7 +10,7 @@ WORKDIR /build
 # `frontend*` matches nothing until the SPA exists; pyproject.toml is listed so COPY always has a source.
 COPY pyproject.toml frontend* ./frontend/
 RUN if [ -f frontend/package.json ]; then \
-        cd frontend && npm ci --no-audit --no-fund && npm run build; \
+        cd frontend && npm install --no-audit --no-fund && npm run build; \
     else \
         mkdir -p frontend/dist; \
     fi

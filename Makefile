@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint openapi bench clean
+.PHONY: install run test lint openapi bench clean frontend frontend-deps chromium test-frontend
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -24,12 +24,40 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-run: install
+run: install frontend
 	$(BIN)/pms serve --with-worker --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/pytest
 	$(MAKE) lint
+	$(MAKE) test-frontend
+
+# -- the staff web app (frontend/): built into frontend/dist, which the API serves at / -----------------
+FRONTEND := frontend
+CHROMIUM ?= /usr/bin/chromium
+
+# Runs only when package-lock.json changed since the last install. `npm install` (not `npm ci`): it
+# installs the locked versions, and `npm ci` refuses this lock because npm records only this platform's
+# optional packages (rollup's native builds) in it.
+$(FRONTEND)/node_modules/.installed: $(FRONTEND)/package-lock.json
+	cd $(FRONTEND) && npm install --no-audit --no-fund
+	@touch $@
+
+frontend-deps: $(FRONTEND)/node_modules/.installed
+
+frontend: frontend-deps
+	cd $(FRONTEND) && npm run build
+
+# The end-to-end tests drive the machine's Chromium (never a downloaded browser): install it when missing.
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "Installing Chromium for the end-to-end tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
+# Component tests (vitest), then the real stack (API + PostgreSQL + Redis) in Chromium (node --test).
+test-frontend: install frontend chromium
+	cd $(FRONTEND) && npm test && npm run e2e
 
 lint: install
 	$(BIN)/ruff check
@@ -44,5 +72,6 @@ bench: install
 
 # Leaves var/ (the embedded database's data) and .venv alone.
 clean:
+	rm -rf $(FRONTEND)/dist $(FRONTEND)/test-results
 	rm -rf build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

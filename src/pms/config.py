@@ -87,6 +87,18 @@ class Settings(BaseSettings):
         default=True, description="Staff (every role but `patient`) must pass TOTP to sign in."
     )
 
+    # -- the staff web app (frontend/, served at /) -----------------------------------------------------
+    spa_client_id: str = Field(
+        default="pms-staff-app", description="OAuth client id of the staff web app (registered at start-up)."
+    )
+    spa_redirect_uris: list[str] = Field(
+        default_factory=list,
+        description="Extra redirect URIs of the web app's client (JSON list), e.g. another dev server.",
+    )
+    spa_dir: str | None = Field(
+        default=None, description="The built web app (index.html + assets/); default: frontend/dist."
+    )
+
     # -- scheduling (docs/scheduling.md) ----------------------------------------------------------------
     clinic_timezone: str = Field(
         default="UTC",

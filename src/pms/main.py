@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from pms import __version__
+from pms.api import spa
 from pms.api.admin import router as admin_router
 from pms.api.app.appointments import router as appointments_router
 from pms.api.calendar import router as calendar_router
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with app.state.db.transaction() as conn:
             # The shipped roles exist from the first start on; roles admins edited are left alone.
             await accounts.seed_roles(conn, roles=role_rows())
+            # The staff web app is a public client of our own authorization server (api/spa.py).
+            await spa.register_client(conn, settings)
             app.state.link_signer = await load_signer(conn, settings.link_secret)  # reminder links
         app.state.keys = KeyCache(app.state.db)  # token signing/verification keys (storage/identity.py)
         app.state.links = LinkSigner(app.state.keys, settings)  # signed links in messages (waitlist, feeds)
@@ -122,4 +125,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    # Last: the web app answers only what no API route does (api/spa.py).
+    app.include_router(spa.router)
     return app

@@ -153,9 +153,12 @@ def serve(
             # from the environment.
             os.environ["DATABASE_URL"] = url
             os.environ["REDIS_URL"] = redis_url
+            # ...and the bound address, from which the web app's redirect URIs are derived (api/spa.py).
+            os.environ["HOST"], os.environ["PORT"] = host, str(port)
             if migrate:
                 run_migrations(url)
-            print(f"PMS FHIR API on http://{host}:{port}/fhir (docs: http://{host}:{port}/docs)", flush=True)
+            base = f"http://{host}:{port}"
+            print(f"PMS FHIR API on {base}/fhir (docs: {base}/docs; staff web app: {base}/)", flush=True)
             with _worker_process(with_worker):
                 uvicorn.run(
                     APP_FACTORY,

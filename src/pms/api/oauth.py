@@ -972,6 +972,7 @@ def smart_configuration(request: Request) -> dict[str, Any]:
         "introspection_endpoint": endpoint(request, "/oauth2/introspect"),
         "revocation_endpoint": endpoint(request, "/oauth2/revoke"),
         "end_session_endpoint": endpoint(request, "/oauth2/logout"),
+        "userinfo_endpoint": endpoint(request, "/oauth2/userinfo"),
         "grant_types_supported": list(GRANT_TYPES),
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
@@ -1004,6 +1005,7 @@ def openid_configuration(request: Request) -> dict[str, Any]:
             "introspection_endpoint",
             "revocation_endpoint",
             "end_session_endpoint",
+            "userinfo_endpoint",
             "grant_types_supported",
             "response_types_supported",
             "token_endpoint_auth_methods_supported",
@@ -1724,6 +1726,44 @@ async def create_launch(request: Request, body: LaunchRequest) -> Response:
     return JSONResponse(
         LaunchResponse(launch=launch, expires_in=settings.launch_lifetime).model_dump(), headers=NO_STORE
     )
+
+
+class UserInfo(BaseModel):
+    sub: str
+    preferred_username: str
+    roles: list[str]
+    fhirUser: str | None = None
+
+
+@router.get(
+    "/oauth2/userinfo",
+    summary="OpenID Connect UserInfo: who the access token's user is (username, roles, fhirUser)",
+    response_model=UserInfo,
+    responses={401: {"model": OAuthErrorBody}, 403: {"model": OAuthErrorBody}},
+)
+async def userinfo(request: Request) -> Response:
+    """OpenID Connect Core §5.3, for any app a user signed in to: `preferred_username`, the user's
+    `roles` (what the app may offer them; the server enforces them either way) and `fhirUser`."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return _bearer_error("invalid_request", "a Bearer access token is required", 401)
+    try:
+        claims = await verify_bearer(request, token.strip())
+    except InvalidToken:
+        return _bearer_error("invalid_token", "the access token is invalid or expired", 401)
+    async with _db(request).transaction() as conn:
+        if await identity.access_token_revoked(conn, jti=claims.token_id):
+            return _bearer_error("invalid_token", "the access token was revoked", 401)
+        user = await accounts.get_user(conn, user_id=uuid.UUID(claims.user_id)) if claims.user_id else None
+    if user is None or user.disabled:
+        return _bearer_error("insufficient_scope", "the token does not belong to a signed-in user", 403)
+    info = UserInfo(
+        sub=str(user.user_id),
+        preferred_username=user.username,
+        roles=list(user.roles),
+        fhirUser=user.fhir_user,
+    )
+    return JSONResponse(info.model_dump(exclude_none=True), headers=NO_STORE)
 
 
 # -- logout ------------------------------------------------------------------------------------------------

@@ -325,6 +325,46 @@ async def create_client(
     return _client(row)
 
 
+async def ensure_public_client(
+    conn: AsyncConnection,
+    *,
+    client_id: str,
+    name: str,
+    scopes: Sequence[str],
+    redirect_uris: Sequence[str],
+    now: datetime,
+) -> Client:
+    """Register a first-party public client (PKCE, no secret), or bring an existing registration's name,
+    scopes and redirect URIs up to date. Idempotent and safe when several workers start at once."""
+    values = {
+        "client_id": client_id,
+        "name": name,
+        "kind": "public",
+        "secret_hash": None,
+        "redirect_uris": list(redirect_uris),
+        "allowed_scopes": list(scopes),
+        "grant_types": ["authorization_code", "refresh_token"],
+        "jwks": None,
+        "jwks_uri": None,
+        "disabled": False,
+        "created_at": now,
+    }
+    statement = pg_insert(auth_client).values(**values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[auth_client.c.client_id],
+        set_={
+            "name": statement.excluded.name,
+            "kind": statement.excluded.kind,
+            "secret_hash": None,
+            "redirect_uris": statement.excluded.redirect_uris,
+            "allowed_scopes": statement.excluded.allowed_scopes,
+            "grant_types": statement.excluded.grant_types,
+        },
+    )
+    row = (await conn.execute(statement.returning(auth_client))).one()
+    return _client(row)
+
+
 async def get_client(conn: AsyncConnection, client_id: str) -> Client | None:
     row = (await conn.execute(select(auth_client).where(auth_client.c.client_id == client_id))).first()
     return None if row is None else _client(row)
