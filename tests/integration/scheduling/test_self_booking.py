@@ -101,3 +101,40 @@ class TestSelfBooking:
             portal.clinic, portal.staff, await portal.clinic.patient(), at(monday, 12, 30), at(monday, 12, 50)
         )
         assert (await portal.clinic.http.post("/Appointment/$book", json=body)).status_code == 201
+
+
+class TestFrontDesk:
+    async def test_receptionist_finds_and_books_with_the_operations(self, portal: Portal) -> None:
+        """$find and $book are reads and creates of scheduling resources: a role that may search Slots and
+        create Appointments may use them (the receptionist has no FHIR operations otherwise)."""
+        token = await portal.token(scope="user/*.cruds", roles=["receptionist"])
+        patient = await portal.clinic.patient("Desk")
+        tuesday = next_weekday(1, weeks_ahead=3)
+        async with portal.http(token) as http:
+            find = {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "visit-type", "valueString": portal.clinic.code("follow-up")},
+                    {"name": "start", "valueDateTime": tuesday.isoformat()},
+                    {"name": "end", "valueDateTime": tuesday.isoformat()},
+                    {"name": "patient", "valueReference": {"reference": f"Patient/{patient}"}},
+                ],
+            }
+            found = await http.post("/Appointment/$find", json=find)
+            assert found.status_code == 200, found.text
+            proposal = found.json()["entry"][0]["resource"]
+            booked = await http.post("/Appointment/$book", json=proposal)
+            assert booked.status_code == 201, booked.text
+            series = {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {
+                        "name": "appointment",
+                        "resource": appointment(
+                            portal.clinic, portal.staff, patient, at(tuesday, 11), at(tuesday, 11, 20)
+                        ),
+                    },
+                    {"name": "recurrence", "valueString": "FREQ=WEEKLY;COUNT=2"},
+                ],
+            }
+            assert (await http.post("/Appointment/$book", json=series)).status_code == 200
