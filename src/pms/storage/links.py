@@ -14,18 +14,10 @@ from pms.storage.identity import KeyCache
 LINK_ISSUER = "urn:pms:links"  # the same for the API and the worker, whatever host name a request used
 
 
-def public_root(settings: Settings) -> str:
-    """Where people reach this server: PMS_BASE_URL without `/fhir`, else the bind address."""
-    if settings.base_url:
-        base = settings.base_url.rstrip("/")
-        return base[: -len("/fhir")] if base.endswith("/fhir") else base
-    return f"http://{settings.host}:{settings.port}"
-
-
 class LinkSigner:
     def __init__(self, keys: KeyCache, settings: Settings) -> None:
         self.keys = keys
-        self.root = public_root(settings)
+        self.root = settings.app_base_url  # PMS_PUBLIC_URL, else the FHIR base's parent
 
     async def url(self, path: str, *, purpose: str, subject: str, lifetime: int, **query: str) -> str:
         key = (await self.keys.ring()).signing
