@@ -286,9 +286,12 @@ async def run_bench(server: Server, args: argparse.Namespace, database_url: str)
 
             return call
 
-        searches = await drive("slot-search", [slot_search() for _ in range(args.queries)], concurrency=8)
-        results["free_slot_search"] = searches.summary()
-        log(f"free-slot search: {results['free_slot_search']}")
+        for clients in (1, 8):
+            searches = await drive(
+                "slot-search", [slot_search() for _ in range(args.queries)], concurrency=clients
+            )
+            results[f"free_slot_search_c{clients}"] = searches.summary()
+            log(f"free-slot search, {clients} client(s): {searches.summary()}")
 
         def find() -> Callable[[], Awaitable[bool]]:
             day = rng.choice(days)
@@ -308,9 +311,10 @@ async def run_bench(server: Server, args: argparse.Namespace, database_url: str)
 
             return call
 
-        finds = await drive("find", [find() for _ in range(args.queries)], concurrency=8)
-        results["find"] = finds.summary()
-        log(f"$find: {results['find']}")
+        for clients in (1, 8):
+            finds = await drive("find", [find() for _ in range(args.queries)], concurrency=clients)
+            results[f"find_c{clients}"] = finds.summary()
+            log(f"$find, {clients} client(s): {finds.summary()}")
         free = (
             await http.get(
                 "/Slot", params={"status": "free", "_summary": "count"}, headers=server.auth.headers()
@@ -344,15 +348,19 @@ def main() -> None:
             results = asyncio.run(run_bench(server, args, url))
     finally:
         drop_database(args.admin_url, name)
+    # The issue gives latency targets without a load: one client is the latency of a request, eight
+    # concurrent clients (on this 2-core machine) adds the queueing of a busy front desk. Both are printed.
     targets = {
         "book": ("per_second", ">=", 200),
-        "free_slot_search": ("p95_ms", "<", 100),
-        "find": ("p95_ms", "<", 250),
+        "free_slot_search_c1": ("p95_ms", "<", 100),
+        "free_slot_search_c8": ("p95_ms", "<", 100),
+        "find_c1": ("p95_ms", "<", 250),
+        "find_c8": ("p95_ms", "<", 250),
     }
     for key, (field, op, target) in targets.items():
         value = results[key][field]
         met = value >= target if op == ">=" else value < target
-        print(f"{key:18} {field} {value:>8} (target {op} {target}) {'PASS' if met else 'MISS'}")
+        print(f"{key:20} {field} {value:>8} (target {op} {target}) {'PASS' if met else 'MISS'}")
     print(f"set-up: {results['setup']}; booked fraction {results['booked_fraction']}")
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
