@@ -3,9 +3,9 @@
 A staff user whose role does not reach this patient's record states a reason and gets time-limited
 access to it (auth/policy.py grants it, flagged). In the same transaction: the grant, a Security Alert
 AuditEvent (DICOM 110113 / Emergency Override Started) with the reason, and an alert to the admins - a
-`Communication` (category `security-alert`) to every admin user's linked resource, which the worker
-also mails to `PMS_SECURITY_ALERT_EMAIL`. Everything done under the override is marked BTG in its own
-AuditEvent.
+`Communication` (category `security-alert`) to every admin user's linked Practitioner, which the worker's
+outbox sends to their email address or mobile number (domains/reminders/outbox.py). Everything done
+under the override is marked BTG in its own AuditEvent.
 """
 
 from __future__ import annotations
