@@ -437,22 +437,8 @@ def _client(args: argparse.Namespace, settings: Settings) -> int:
     async def act(db: Database) -> str:
         async with db.transaction() as conn:
             if args.action == "create":
-                if args.client_id and await identity.get_client(conn, args.client_id) is not None:
-                    raise ValueError(f"A client with client_id {args.client_id!r} already exists")
                 assert registration is not None
-                client = await identity.create_client(
-                    conn,
-                    name=registration.name,
-                    kind=registration.kind,
-                    grant_types=registration.grant_types,
-                    scopes=registration.scopes,
-                    redirect_uris=registration.redirect_uris,
-                    secret=registration.secret,
-                    jwks=registration.jwks,
-                    jwks_uri=registration.jwks_uri,
-                    client_id=registration.client_id,
-                    now=datetime.now(UTC),
-                )
+                client = await identity.register_client(conn, registration, now=datetime.now(UTC))
                 lines = [f"client_id: {client.client_id}", f"kind: {client.kind}"]
                 if registration.secret and not args.secret_stdin:
                     lines.append(f"client_secret: {registration.secret}")

@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pms.api.fhir.context import interactions
 from pms.api.fhir.security import access_for
@@ -19,7 +18,7 @@ from pms.audit import events
 from pms.auth.clients import check_registration
 from pms.auth.context import AccessContext
 from pms.auth.rbac import RoleError, role_from_grants
-from pms.core.errors import AppError, Issue, bad_request, conflict, not_found
+from pms.core.errors import AppError, Issue, bad_request, not_found
 from pms.storage import accounts, identity
 from pms.storage.audit import actor_of
 from pms.storage.repository import FhirRepository
@@ -128,22 +127,7 @@ async def create_client(request: Request, body: ClientIn) -> ClientOut:
     except ValueError as exc:
         raise bad_request(str(exc)) from exc
     async with interactions(request, write=True, access=None) as fhir:
-        conn: AsyncConnection = fhir.repo.conn
-        if registration.client_id and await identity.get_client(conn, registration.client_id) is not None:
-            raise conflict(f"A client with client_id {registration.client_id!r} already exists")
-        client = await identity.create_client(
-            conn,
-            name=registration.name,
-            kind=registration.kind,
-            grant_types=registration.grant_types,
-            scopes=registration.scopes,
-            redirect_uris=registration.redirect_uris,
-            secret=registration.secret,
-            jwks=registration.jwks,
-            jwks_uri=registration.jwks_uri,
-            client_id=registration.client_id,
-            now=datetime.now(UTC),
-        )
+        client = await identity.register_client(fhir.repo.conn, registration, now=datetime.now(UTC))
         _audit(fhir.repo, request, access, "configuration", "C", f"client {client.client_id} registered")
     return _client_out(client, registration.secret if registration.generated_secret else None)
 

@@ -40,9 +40,11 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pms.auth.clients import ClientRegistration
 from pms.auth.keys import KeyRing, SigningKey, generate_rsa_key
 from pms.auth.tokens import Claims, unverified_header, verify_access_token
 from pms.core.db import Database
+from pms.core.errors import conflict
 
 metadata = MetaData()
 
@@ -363,6 +365,27 @@ async def ensure_public_client(
     )
     row = (await conn.execute(statement.returning(auth_client))).one()
     return _client(row)
+
+
+async def register_client(
+    conn: AsyncConnection, registration: ClientRegistration, *, now: datetime
+) -> Client:
+    """Store a checked registration (auth/clients.py); 409 when its chosen client_id is taken."""
+    if registration.client_id and await get_client(conn, registration.client_id) is not None:
+        raise conflict(f"A client with client_id {registration.client_id!r} already exists")
+    return await create_client(
+        conn,
+        name=registration.name,
+        kind=registration.kind,
+        grant_types=registration.grant_types,
+        scopes=registration.scopes,
+        redirect_uris=registration.redirect_uris,
+        secret=registration.secret,
+        jwks=registration.jwks,
+        jwks_uri=registration.jwks_uri,
+        client_id=registration.client_id,
+        now=now,
+    )
 
 
 async def get_client(conn: AsyncConnection, client_id: str) -> Client | None:
