@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import importlib.util
 import os
 import signal
@@ -20,8 +19,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+
+from pms.core.filelock import exclusive_lock
 
 LISTEN = "127.0.0.1"
 START_TIMEOUT = 10.0
@@ -77,14 +77,8 @@ class EmbeddedRedis:
     def started(self) -> bool:
         return self._started is not None
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        with open(self.dir / "redis.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive_lock(self.dir / "redis.lock")
 
     def _running_port(self) -> int | None:
         """The port of a live redis-server started from this directory, else None (stale state cleared)."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import importlib.util
 import os
 import pwd
@@ -23,10 +22,11 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pms.core.filelock import exclusive_lock
 
 DATABASE = "pms"
 SUPERUSER = "postgres"
@@ -127,15 +127,9 @@ class EmbeddedPostgres:
 
     # -- starting --------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
         # Two `pms` processes starting at once must not both initdb/start the same cluster.
-        with open(self.data_dir / "pgdata.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return exclusive_lock(self.data_dir / "pgdata.lock")
 
     def _running_postmaster(self) -> Postmaster | None:
         """A ready server from our data dir (waiting while it starts), after cleaning stale state."""
