@@ -139,7 +139,8 @@ class TestRecurring:
         refused = await clinic.http.post("/Appointment/$book", json=series(body, "FREQ=WEEKLY;COUNT=4"))
         assert refused.status_code == 409
         issues = refused.json()["issue"]
-        assert len(issues) == 1 and issues[0]["diagnostics"].startswith(at(third, 9))
+        assert len(issues) == 1 and issues[0]["diagnostics"].startswith(f"{third:%a %d %b %Y} 09:00-09:20: ")
+        assert f"Doc{clinic.tag} ({staff.ref}) is already booked" in issues[0]["diagnostics"]
         mine = await clinic.http.get("/Appointment", params={"patient": f"Patient/{patient}"})
         assert mine.json()["total"] == 0
 

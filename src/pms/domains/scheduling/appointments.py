@@ -27,6 +27,7 @@ from pms.domains.scheduling.codes import (
     set_extension,
 )
 from pms.domains.scheduling.config import SchedulingConfig
+from pms.domains.scheduling.conflicts import conflict_issue
 from pms.domains.scheduling.periods import Interval, fhir_instant, parse_moment, rule_broken
 from pms.domains.scheduling.slots import MAX_SLOT_MINUTES, schedule_actors, slot_interval
 from pms.domains.scheduling.store import SchedulingStore
@@ -153,19 +154,8 @@ class AppointmentRules:
         # Give back what this attempt did claim: the transaction may go on (a batch, the next candidate).
         await occupancy.release(store.conn, id_)
         holders = await occupancy.holders(store.conn, taken, interval, excluding=id_)
-        details = "; ".join(
-            f"{actor} is booked by Appointment/{appointment}" for actor, appointment in holders
-        )
         raise AppError(
-            409,
-            [
-                Issue(
-                    "conflict",
-                    f"Double booking: {details or ', '.join(taken) + ' already booked'} between "
-                    f"{fhir_instant(interval.start)} and {fhir_instant(interval.end)}",
-                    expression=("Appointment.participant",),
-                )
-            ],
+            409, [await conflict_issue(store, self.config, interval, holders or [(a, "?") for a in taken])]
         )
 
     async def _check_self_booking(

@@ -20,6 +20,7 @@ from pms.domains.scheduling import occupancy
 from pms.domains.scheduling.appointments import appointment_interval, exclusive_actors
 from pms.domains.scheduling.codes import SERIES_SYSTEM
 from pms.domains.scheduling.config import SchedulingConfig
+from pms.domains.scheduling.conflicts import conflict_issue
 from pms.domains.scheduling.parameters import OperationInput
 from pms.domains.scheduling.periods import Interval, fhir_instant, local_moment, rule_broken
 from pms.domains.scheduling.store import SchedulingStore
@@ -91,6 +92,9 @@ class Booker:
         self.config = config
         self.store = SchedulingStore(fhir.repo)
 
+    async def _issue(self, interval: Interval, taken: list[tuple[str, str]]) -> Issue:
+        return await conflict_issue(self.store, self.config, interval, taken)
+
     async def book(self, request: BookRequest) -> Outcome:
         booking = _as_booking(request.appointment)
         if request.recurrence is None:
@@ -111,7 +115,7 @@ class Booker:
             if taken:
                 conflicts.append((interval, taken))
         if conflicts and not request.available_only:
-            raise AppError(409, [_conflict_issue(interval, taken) for interval, taken in conflicts])
+            raise AppError(409, [await self._issue(interval, taken) for interval, taken in conflicts])
         busy = {interval for interval, _ in conflicts}
         for number, interval in enumerate(series, start=1):
             if interval in busy:
@@ -120,7 +124,7 @@ class Booker:
                     {
                         "response": {
                             "status": "409 Conflict",
-                            "outcome": operation_outcome([_conflict_issue(interval, taken)]),
+                            "outcome": operation_outcome([await self._issue(interval, taken)]),
                         }
                     }
                 )
@@ -162,12 +166,3 @@ def _parsed(content: str | bytes | None) -> Any:
 def _numbered(comment: Any, number: int, total: int) -> str:
     prefix = f"{comment} " if isinstance(comment, str) and comment else ""
     return f"{prefix}({number} of {total})"
-
-
-def _conflict_issue(interval: Interval, taken: list[tuple[str, str]]) -> Issue:
-    who = "; ".join(f"{actor} is booked by Appointment/{appointment}" for actor, appointment in taken)
-    return Issue(
-        "conflict",
-        f"{fhir_instant(interval.start)} - {fhir_instant(interval.end)}: {who}",
-        expression=("Appointment.participant",),
-    )
