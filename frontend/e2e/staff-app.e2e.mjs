@@ -241,6 +241,31 @@ describe('staff web app', { concurrency: false }, () => {
     assert.equal(stored.cancelationReason.text, 'Patient called: unwell');
   });
 
+  test('a weekly series goes through $book: the same time every week, one linked series', async () => {
+    const day = tomorrow();
+    await page.goto(`${stack.baseUrl}/calendar?view=day&date=${day}`);
+    const wuColumn = page.getByTestId(`column-${clinic.wu.schedule.id}-0`);
+    await wuColumn.getByTestId('free-slot').first().waitFor();
+    // The free block starts at 08:00; 480 minutes further down is 16:00.
+    await wuColumn.getByTestId('free-slot').last().click({ position: { x: 20, y: 2 } });
+    const dialog = page.getByRole('dialog');
+    await dialog.getByTestId('booking-patient-search').fill(`angstrom${tag.slice(0, 2)}`);
+    await dialog.getByRole('radio', { name: new RegExp(`Zoë ${family}`) }).check();
+    await dialog.getByLabel('Repeat').selectOption('weekly');
+    await dialog.getByLabel('Number of visits').fill('3');
+    await dialog.getByRole('button', { name: 'Book', exact: true }).click();
+    await page.getByText('3 of 3 visits booked.').waitFor();
+    const found = await fhir.search(
+      `Appointment?practitioner=Practitioner/${clinic.wu.practitioner.id}&status=booked&date=ge${day}&_sort=date`,
+    );
+    const series = (found.entry ?? []).map((e) => e.resource).filter((a) => (a.identifier ?? []).some((i) => i.system.endsWith('/appointment-series')));
+    assert.equal(series.length, 3);
+    const times = series.map((a) => a.start.slice(11));
+    assert.deepEqual(times, [times[0], times[0], times[0]], 'the same time of day every week');
+    const weeks = series.map((a) => Math.round((Date.parse(a.start) - Date.parse(series[0].start)) / (7 * 24 * 3600 * 1000)));
+    assert.deepEqual(weeks, [0, 1, 2]);
+  });
+
   test('week view with every practitioner, and the front desk list', async () => {
     await page.goto(`${stack.baseUrl}/calendar?view=week&date=${tomorrow()}`);
     await page.getByTestId('free-slot').first().waitFor();

@@ -64,8 +64,9 @@ export default function CalendarPage() {
     mutationFn: async ({ choice, column, start }: { choice: BookingChoice; column: CalendarColumn; start: Date }) => {
       const first = newAppointment({ patient: choice.patient, column, start: start.toISOString(), visitType: choice.visitType, minutes: choice.minutes, comment: choice.comment });
       if (choice.weeks <= 1) return { booked: 1, total: 1, result: await client.create(first) };
-      const response: Bundle = await client.transaction(weeklySeries(first, choice.weeks, crypto.randomUUID()));
-      return { booked: response.entry?.length ?? 0, total: choice.weeks, result: response };
+      const response = await client.operation<Bundle>('Appointment/$book', weeklySeries(first, choice.weeks));
+      const booked = response.entry?.filter((e) => e.response?.status?.startsWith('201')).length ?? 0;
+      return { booked, total: choice.weeks, result: response };
     },
     onSuccess: ({ booked, total }) => {
       setBooking(null);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Bundle } from '../../fhir/types';
-import { SERIES_SYSTEM, columnsOf, newAppointment, rescheduled, viewDays, visitTypesOf, weeklySeries, type Appointment } from './model';
+import { columnsOf, newAppointment, rescheduled, viewDays, visitTypesOf, weeklySeries, type Appointment } from './model';
 
 const schedules: Bundle = {
   resourceType: 'Bundle',
@@ -44,12 +44,14 @@ describe('calendar model', () => {
     expect(moved.minutesDuration).toBeUndefined(); // the server derives it
   });
 
-  it('repeats weekly as one transaction whose occurrences share a series identifier', () => {
+  it('asks $book for a weekly series, so the server keeps the local time across DST', () => {
     const first = newAppointment({ patient: { reference: 'Patient/x' }, column: columns[0]!, start: '2026-12-01T09:00:00.000Z', visitType: undefined, minutes: 20, comment: '' });
-    const bundle = weeklySeries(first, 3, 'series-1');
-    expect(bundle.type).toBe('transaction');
-    expect(bundle.entry?.map((e) => (e.resource as unknown as Appointment).start)).toEqual(['2026-12-01T09:00:00.000Z', '2026-12-08T09:00:00.000Z', '2026-12-15T09:00:00.000Z']);
-    expect((bundle.entry?.[2]?.resource as unknown as { identifier: unknown }).identifier).toEqual([{ system: SERIES_SYSTEM, value: 'series-1' }]);
+    const request = weeklySeries(first, 3);
+    expect(request.resourceType).toBe('Parameters');
+    expect(request.parameter).toEqual([
+      { name: 'appointment', resource: first },
+      { name: 'recurrence', valueString: 'FREQ=WEEKLY;COUNT=3' },
+    ]);
   });
 
   it('shows Monday to Sunday in the week view', () => {

@@ -6,7 +6,6 @@ import type { AnyResource, Bundle, CodeableConcept, HumanName, Reference } from 
 export const FHIR_EXT = 'https://pms.example.org/fhir';
 export const VISIT_TYPE_SYSTEM = `${FHIR_EXT}/CodeSystem/visit-type`;
 export const VISIT_DURATION_URL = `${FHIR_EXT}/StructureDefinition/visit-duration`;
-export const SERIES_SYSTEM = `${FHIR_EXT}/appointment-series`;
 export const HOLDING_STATUSES = ['pending', 'booked', 'arrived', 'checked-in', 'fulfilled'];
 export const SHOWN_STATUSES = [...HOLDING_STATUSES, 'noshow'];
 
@@ -166,20 +165,23 @@ export function newAppointment(request: BookingRequest): Appointment {
 }
 
 /**
- * A weekly series as one all-or-nothing transaction (plain REST, so any role that may book may use it);
- * the occurrences share a series identifier, as `$book` gives them.
+ * A weekly series for `$book`: the server repeats the first visit at the same local time (also across a
+ * daylight-saving change, which adding 7 x 24 hours here would not), links the occurrences with a series
+ * identifier, and books all of them or none (a 409 lists every taken date).
  */
-export function weeklySeries(first: Appointment, count: number, seriesId: string): Bundle {
-  const entry = Array.from({ length: count }, (_, week) => ({
-    resource: {
-      ...first,
-      identifier: [{ system: SERIES_SYSTEM, value: seriesId }],
-      start: addMinutes(first.start as string, week * 7 * 24 * 60),
-      end: addMinutes(first.end as string, week * 7 * 24 * 60),
-    } as AnyResource,
-    request: { method: 'POST', url: 'Appointment' },
-  }));
-  return { resourceType: 'Bundle', type: 'transaction', entry } as Bundle;
+export function weeklySeries(first: Appointment, count: number): SeriesRequest {
+  return {
+    resourceType: 'Parameters',
+    parameter: [
+      { name: 'appointment', resource: first },
+      { name: 'recurrence', valueString: `FREQ=WEEKLY;COUNT=${count}` },
+    ],
+  };
+}
+
+export interface SeriesRequest {
+  resourceType: 'Parameters';
+  parameter: ({ name: 'appointment'; resource: Appointment } | { name: 'recurrence'; valueString: string })[];
 }
 
 /** Start of the local day, and the days a view shows. */
