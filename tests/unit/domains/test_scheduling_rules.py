@@ -163,3 +163,29 @@ class TestChunks:
         chunks = _chunks(values, 500)
         assert [v for c in chunks for v in c] == values
         assert all(len(",".join(c)) <= 500 for c in chunks)
+
+
+class TestVisitTypeCache:
+    async def test_one_entry_per_visit_type_whoever_books(self) -> None:
+        from typing import Any
+
+        from pms.domains.scheduling import visit_types
+
+        looked_up: list[str] = []
+
+        async def lookup(_store: Any, appointment: Any) -> None:
+            looked_up.append(appointment["participant"][0]["actor"]["reference"])
+
+        cache = visit_types.VisitTypeCache()
+        original = visit_types.appointment_visit_type
+        visit_types.appointment_visit_type = lookup  # type: ignore[assignment]
+        try:
+            for patient in ("Patient/1", "Patient/2"):
+                appointment = {
+                    "participant": [{"actor": {"reference": patient}}],
+                    "serviceType": [{"coding": [{"system": "s", "code": "follow-up"}]}],
+                }
+                await cache.of(None, appointment)  # type: ignore[arg-type]
+        finally:
+            visit_types.appointment_visit_type = original
+        assert looked_up == ["Patient/1"]

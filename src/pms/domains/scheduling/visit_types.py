@@ -112,12 +112,13 @@ class VisitTypeCache:
         self._entries: dict[str, tuple[float, VisitType | None]] = {}
 
     async def of(self, store: SchedulingStore, appointment: Mapping[str, Any]) -> VisitType | None:
-        key = repr(
-            (
-                [p.get("actor", {}).get("reference") for p in appointment.get("participant") or ()],
-                [(c.get("system"), c.get("code")) for c in requested_codings(appointment)],
-            )
-        )
+        # Only what names the visit type: the same follow-up for any patient is one entry.
+        services = [
+            ref
+            for p in appointment.get("participant") or ()
+            if str(ref := (p.get("actor") or {}).get("reference") or "").startswith("HealthcareService/")
+        ]
+        key = repr((services, [(c.get("system"), c.get("code")) for c in requested_codings(appointment)]))
         now = time.monotonic()
         cached = self._entries.get(key)
         if cached is not None and now - cached[0] < self.ttl:
