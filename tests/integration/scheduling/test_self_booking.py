@@ -138,3 +138,29 @@ class TestFrontDesk:
                 ],
             }
             assert (await http.post("/Appointment/$book", json=series)).status_code == 200
+
+
+class TestPatientFind:
+    async def test_a_patient_finds_times_for_themselves_only(self, portal: Portal) -> None:
+        patient, http = await portal.patient_client()
+        other = await portal.clinic.patient("Neighbour")
+        thursday = next_weekday(3, weeks_ahead=3)
+
+        def find(for_patient: str | None) -> dict[str, object]:
+            parameters: list[dict[str, object]] = [
+                {"name": "visit-type", "valueString": portal.clinic.code("follow-up")},
+                {"name": "start", "valueDateTime": thursday.isoformat()},
+                {"name": "end", "valueDateTime": thursday.isoformat()},
+            ]
+            if for_patient:
+                parameters.append({"name": "patient", "valueReference": {"reference": for_patient}})
+            return {"resourceType": "Parameters", "parameter": parameters}
+
+        async with http:
+            # Another patient's busy times would leak through which times are left out.
+            refused = await http.post("/Appointment/$find", json=find(f"Patient/{other}"))
+            assert refused.status_code == 403
+            mine = await http.post("/Appointment/$find", json=find(None))
+            assert mine.status_code == 200, mine.text
+            proposal = mine.json()["entry"][0]["resource"]
+            assert {"reference": f"Patient/{patient}"} in [p["actor"] for p in proposal["participant"]]

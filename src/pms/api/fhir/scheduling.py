@@ -16,6 +16,7 @@ from pms.api.fhir.negotiation import check_accept, fhir_response, presentation, 
 from pms.api.fhir.routes import ResourceId, run_audited
 from pms.config import Settings
 from pms.core.errors import not_found
+from pms.domains.scheduling.appointments import is_patient_caller
 from pms.domains.scheduling.booking import Booker, parse_book
 from pms.domains.scheduling.config import SchedulingConfig
 from pms.domains.scheduling.find import SlotFinder, find_bundle, parse_find
@@ -93,9 +94,15 @@ async def find(request: Request) -> Response:
     body = await _body(request)
 
     async def action(fhir: Interactions) -> Outcome:
-        fhir.repo.guard.require_type("search", "Slot")
-        search = parse_find(body, config)
-        visit, options = await SlotFinder(SchedulingStore(fhir.repo), config).find(search)
+        # Staff need to read Slots; a patient, who books for themselves, needs to be able to book
+        # (patient/ scopes reach only their own compartment, which Slots are not in).
+        if is_patient_caller(fhir.repo):
+            fhir.repo.guard.require_type("create", "Appointment")
+        else:
+            fhir.repo.guard.require_type("search", "Slot")
+        finder = SlotFinder(SchedulingStore(fhir.repo), config)
+        search = finder.for_caller(parse_find(body, config))
+        visit, options = await finder.find(search)
         return Outcome(200, body=find_bundle(options, visit, search.patient))
 
     return fhir_response(await run_audited(request, "operation", action, write=False), view)

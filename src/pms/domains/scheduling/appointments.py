@@ -110,7 +110,7 @@ class AppointmentRules:
         if after is not None and interval is not None and holds_time(after):
             actors = await exclusive_actors(store, after)
             await self._claim(store, change.id, actors, interval)
-            if _is_patient(repo):
+            if is_patient_caller(repo):
                 await self._check_self_booking(store, repo, after, interval, created=before is None)
             new_slots = await self._occupy_slots(store, actors, interval)
             if new_slots:  # else the client's own Slot references (if any) stand
@@ -190,7 +190,7 @@ class AppointmentRules:
             raise rule_broken("Choose a practitioner to book with", expression="Appointment.participant")
         if not await self._free_slots_cover(store, practitioners, interval):
             raise conflict("That time is not free in the practitioner's schedule; pick one of the free slots")
-        patient = _own_patient(repo)
+        patient = callers_patient(repo)
         if created and patient is not None:
             await self._check_limits(store, patient, now)
 
@@ -293,12 +293,14 @@ class AppointmentRules:
         set_extension(appointment, TELEHEALTH_LINK_URL, "valueUrl", link)
 
 
-def _is_patient(repo: FhirRepository) -> bool:
+def is_patient_caller(repo: FhirRepository) -> bool:
+    """A portal patient (role `patient`) is making this request."""
     access = repo.access
     return access is not None and access.principal.kind == "patient"
 
 
-def _own_patient(repo: FhirRepository) -> str | None:
+def callers_patient(repo: FhirRepository) -> str | None:
+    """`Patient/<id>` of the patient the caller is (or was launched for), else None."""
     access = repo.access
     if access is None:
         return None

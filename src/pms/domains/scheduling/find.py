@@ -7,13 +7,15 @@ patient is already booked or that fall outside the asked time of day.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pms.core.errors import bad_request
+from pms.core.errors import AppError, Issue, bad_request
 from pms.domains.scheduling import occupancy
+from pms.domains.scheduling.appointments import callers_patient, is_patient_caller
 from pms.domains.scheduling.codes import relative_reference
 from pms.domains.scheduling.config import SchedulingConfig
 from pms.domains.scheduling.parameters import OperationInput
@@ -117,6 +119,7 @@ class SlotFinder:
         return found
 
     async def find(self, request: FindRequest) -> tuple[VisitType, list[Option]]:
+        request = self.for_caller(request)
         visit = await self.visit_type(request.visit_type)
         minutes = visit.minutes or self.config.slot_minutes
         schedules = await self._schedules(visit, request.practitioners)
@@ -144,6 +147,16 @@ class SlotFinder:
             day_start = day_end
         options.sort(key=lambda o: (o.interval.start, o.schedule_id))
         return visit, options[: request.count]
+
+    def for_caller(self, request: FindRequest) -> FindRequest:
+        """A patient finds times for themselves only: skipping the times another patient is booked would
+        tell them that patient's appointments."""
+        if not is_patient_caller(self.store.caller):
+            return request
+        own = callers_patient(self.store.caller)
+        if request.patient is not None and request.patient != own:
+            raise AppError(403, [Issue("forbidden", "You can look for times for yourself only")])
+        return dataclasses.replace(request, patient=own)
 
     async def _free_slots(
         self, schedules: Mapping[str, Any], start: datetime, end: datetime
