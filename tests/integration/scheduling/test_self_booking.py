@@ -164,3 +164,22 @@ class TestPatientFind:
             assert mine.status_code == 200, mine.text
             proposal = mine.json()["entry"][0]["resource"]
             assert {"reference": f"Patient/{patient}"} in [p["actor"] for p in proposal["participant"]]
+
+
+class TestPatientConflicts:
+    async def test_a_taken_time_does_not_name_the_other_booking(self, portal: Portal) -> None:
+        friday = next_weekday(4, weeks_ahead=3)
+        staff_booked = await portal.clinic.http.post(
+            "/Appointment/$book",
+            json=appointment(
+                portal.clinic, portal.staff, await portal.clinic.patient(), at(friday, 9), at(friday, 9, 20)
+            ),
+        )
+        assert staff_booked.status_code == 201
+        patient, http = await portal.patient_client()
+        async with http:
+            body = appointment(portal.clinic, portal.staff, patient, at(friday, 9), at(friday, 9, 20))
+            refused = await http.post("/Appointment/$book", json=body)
+        assert refused.status_code == 409
+        text = refused.json()["issue"][0]["diagnostics"]
+        assert "no longer free" in text and staff_booked.json()["id"] not in text

@@ -153,6 +153,9 @@ class AppointmentRules:
             return
         # Give back what this attempt did claim: the transaction may go on (a batch, the next candidate).
         await occupancy.release(store.conn, id_)
+        if is_patient_caller(store.caller):
+            # Who else is booked, and by which Appointment, is other patients' business.
+            raise conflict("That time is no longer free; please pick another one")
         holders = await occupancy.holders(store.conn, taken, interval, excluding=id_)
         raise AppError(
             409, [await conflict_issue(store, self.config, interval, holders or [(a, "?") for a in taken])]
