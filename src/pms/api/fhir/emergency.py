@@ -24,7 +24,7 @@ from pms.api.fhir.routes import ResourceId
 from pms.api.fhir.security import access_for, token_id_of
 from pms.audit import events
 from pms.core.errors import AppError, Issue, bad_request
-from pms.domains.scheduling.parameters import OperationInput
+from pms.fhir.parameters import OperationInput
 from pms.storage import accounts
 from pms.storage.audit import actor_of
 from pms.storage.interactions import Outcome

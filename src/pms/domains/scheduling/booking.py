@@ -21,11 +21,11 @@ from pms.domains.scheduling.appointments import appointment_interval, exclusive_
 from pms.domains.scheduling.codes import SERIES_SYSTEM
 from pms.domains.scheduling.config import SchedulingConfig
 from pms.domains.scheduling.conflicts import conflict_issue
-from pms.domains.scheduling.parameters import OperationInput
 from pms.domains.scheduling.periods import Interval, fhir_instant, local_moment, rule_broken
 from pms.domains.scheduling.store import SchedulingStore
 from pms.fhir import jsonio
 from pms.fhir.outcome import operation_outcome
+from pms.fhir.parameters import OperationInput
 from pms.storage.interactions import Interactions, Outcome
 
 MAX_OCCURRENCES = 104
@@ -116,10 +116,10 @@ class Booker:
                 conflicts.append((interval, taken))
         if conflicts and not request.available_only:
             raise AppError(409, [await self._issue(interval, taken) for interval, taken in conflicts])
-        busy = {interval for interval, _ in conflicts}
+        busy = dict(conflicts)
         for number, interval in enumerate(series, start=1):
             if interval in busy:
-                taken = next(t for i, t in conflicts if i == interval)
+                taken = busy[interval]
                 result.entries.append(
                     {
                         "response": {

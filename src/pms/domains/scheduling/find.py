@@ -18,11 +18,11 @@ from pms.domains.scheduling import occupancy
 from pms.domains.scheduling.appointments import callers_patient, is_patient_caller
 from pms.domains.scheduling.codes import relative_reference
 from pms.domains.scheduling.config import SchedulingConfig
-from pms.domains.scheduling.parameters import OperationInput
 from pms.domains.scheduling.periods import Interval, fhir_instant, parse_moment, rule_broken
 from pms.domains.scheduling.slots import schedule_actors, slot_interval
 from pms.domains.scheduling.store import SchedulingStore
 from pms.domains.scheduling.visit_types import VisitType, find_visit_type, visit_type_by_service
+from pms.fhir.parameters import OperationInput
 
 TIMES_OF_DAY = {"morning": (0, 12), "afternoon": (12, 17), "evening": (17, 24)}
 MAX_WINDOW_DAYS = 92

@@ -18,9 +18,9 @@ from pms.domains.scheduling import occupancy
 from pms.domains.scheduling.availability import cut_slots, defines_hours, working_intervals
 from pms.domains.scheduling.codes import SLOT_MINUTES_URL, extension_value, relative_reference
 from pms.domains.scheduling.config import SchedulingConfig
-from pms.domains.scheduling.parameters import OperationInput
 from pms.domains.scheduling.periods import Interval, fhir_instant, local_moment, parse_moment, rule_broken
 from pms.domains.scheduling.store import SchedulingStore
+from pms.fhir.parameters import OperationInput
 from pms.storage.hooks import ResourceChange
 from pms.storage.repository import FhirRepository
 

@@ -1,4 +1,4 @@
-"""Reading the `Parameters` bodies of the scheduling operations (http://hl7.org/fhir/R4/parameters.html)."""
+"""Reading the `Parameters` body of any operation (http://hl7.org/fhir/R4/parameters.html)."""
 
 from __future__ import annotations
 
