@@ -9,9 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Protocol
 
 from pms.config import Settings
 from pms.core.embedded_redis import EmbeddedRedis, die_with_parent
@@ -65,35 +66,41 @@ def run_migrations(database_url: str) -> None:
     asyncio.run(upgrade())
 
 
+class _EmbeddedServer(Protocol):
+    def start(self) -> str: ...
+    def stop(self) -> None: ...
+
+
 @contextlib.contextmanager
-def resolved_database_url(settings: Settings) -> Iterator[str]:
-    """The configured DATABASE_URL, else an embedded PostgreSQL's, stopped on exit if we started it."""
-    if settings.database_url:
-        yield settings.database_url
+def _configured_or_embedded(
+    configured: str | None, name: str, data: Path, server: Callable[[], _EmbeddedServer]
+) -> Iterator[str]:
+    """The configured URL, else that of an embedded server (data under `data`), stopped on exit if we
+    started it."""
+    if configured:
+        yield configured
         return
-    embedded = EmbeddedPostgres(Path(settings.data_dir))
+    embedded = server()
     url = embedded.start()
-    print(f"Embedded PostgreSQL at {url} (data in {embedded.pgdata})", flush=True)
+    print(f"Embedded {name} at {url} (data in {data})", flush=True)
     try:
         yield url
     finally:
         embedded.stop()
 
 
-@contextlib.contextmanager
-def resolved_redis_url(settings: Settings) -> Iterator[str]:
-    """The configured REDIS_URL, else an embedded Redis's (shared by the API and the worker), stopped on
-    exit if we started it."""
-    if settings.redis_url:
-        yield settings.redis_url
-        return
-    embedded = EmbeddedRedis(Path(settings.data_dir))
-    url = embedded.start()
-    print(f"Embedded Redis at {url} (data in {embedded.dir})", flush=True)
-    try:
-        yield url
-    finally:
-        embedded.stop()
+def resolved_database_url(settings: Settings) -> contextlib.AbstractContextManager[str]:
+    """DATABASE_URL, else an embedded PostgreSQL's."""
+    data = Path(settings.data_dir)
+    return _configured_or_embedded(
+        settings.database_url, "PostgreSQL", data / "pgdata", lambda: EmbeddedPostgres(data)
+    )
+
+
+def resolved_redis_url(settings: Settings) -> contextlib.AbstractContextManager[str]:
+    """REDIS_URL, else an embedded Redis's (shared by the API and the worker)."""
+    data = Path(settings.data_dir)
+    return _configured_or_embedded(settings.redis_url, "Redis", data / "redis", lambda: EmbeddedRedis(data))
 
 
 @contextlib.contextmanager
