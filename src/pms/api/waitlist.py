@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse
 
+from pms.api.oauth_pages import page
 from pms.audit import events
 from pms.auth.tokens import InvalidToken
 from pms.domains.scheduling import offers
@@ -37,15 +38,8 @@ ANSWERS = {
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    return HTMLResponse(
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{html.escape(title)}</title>"
-        f"<style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem}}"
-        f"button{{font-size:1.1rem;padding:.6rem 1.2rem;margin:.3rem}}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>",
-        status_code=status,
-    )
+    """The same page shell, style and security headers as the sign-in pages."""
+    return page(title, body, status=status)
 
 
 async def _verified_offer(request: Request, offer_id: uuid.UUID, token: str) -> bool:
