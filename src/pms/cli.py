@@ -232,12 +232,9 @@ def _read_new_password(from_stdin: bool) -> str:
 
 
 def _user(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
     from datetime import UTC, datetime
 
     from pms.core.db import Database
-    from pms.core.errors import AppError
-    from pms.serve import resolved_database_url
     from pms.storage import accounts
 
     def status(user: accounts.UserAccount) -> str:
@@ -279,23 +276,7 @@ def _user(args: argparse.Namespace, settings: Settings) -> int:
             await accounts.reset_2fa(conn, user_id=user.user_id)
             return f"Two-factor authentication reset for {user.username}; they enroll again at next sign-in."
 
-    async def run(url: str) -> str:
-        db = await Database.open(settings.model_copy(update={"database_url": url}))
-        try:
-            return await act(db)
-        finally:
-            await db.dispose()
-
-    with resolved_database_url(settings.model_copy(update={"database_url": args.database_url})) as url:
-        try:
-            message = asyncio.run(run(url))
-        except AppError as exc:
-            for issue in exc.issues:
-                print(issue.diagnostics, file=sys.stderr)
-            return 1
-    if message:
-        print(message)
-    return 0
+    return _run_db(args, settings, act)
 
 
 # -- keys and clients (the authorization server; docs/security.md) -----------------------------------------
@@ -489,10 +470,15 @@ def _run_db(args: argparse.Namespace, settings: Settings, act: Callable[[Any], A
     with resolved_database_url(settings.model_copy(update={"database_url": args.database_url})) as url:
         try:
             message = asyncio.run(run(url))
-        except (AppError, ValueError) as exc:
+        except AppError as exc:
+            for issue in exc.issues:
+                print(issue.diagnostics, file=sys.stderr)
+            return 1
+        except ValueError as exc:
             print(exc, file=sys.stderr)
             return 1
-    print(message)
+    if message:
+        print(message)
     return 0
 
 
