@@ -165,6 +165,23 @@ class TestString:
     async def test_or_values(self, client: httpx.AsyncClient, fx: Fixture) -> None:
         assert await fx.labels(client, "Patient", ("family", "smith,macd")) == {"joseph", "macdonald"}
 
+    async def test_and_of_string_criteria_needs_every_one_on_the_same_resource(
+        self, client: httpx.AsyncClient, fx: Fixture
+    ) -> None:
+        # search.html#combining: repeated parameters are AND-ed (the words typed into a name search);
+        # two or more string criteria are answered as one intersection of their index matches.
+        assert await fx.labels(client, "Patient", ("name", "jose"), ("name", "nunez")) == {"jose"}
+        assert await fx.labels(client, "Patient", ("name", "jose"), ("name", "smi")) == {"joseph"}
+        assert await fx.labels(client, "Patient", ("name", "jose"), ("name", "josep")) == {"joseph"}
+        assert await fx.labels(client, "Patient", ("name", "jose"), ("name", "ronald")) == set()
+        both = await fx.labels(client, "Patient", ("name", "jose,ronald"), ("family", "smith,macd"))
+        assert both == {"joseph", "macdonald"}
+        mixed = [("name", "ron"), ("address-city", "zur"), ("name:contains", "donald"), ("_id:not", "x")]
+        assert await fx.labels(client, "Patient", *mixed) == {"macdonald"}
+        assert await fx.labels(client, "Patient", ("name", "jose"), ("address-city", "zur")) == set()
+        exact = [("name:exact", "José"), ("family:exact", "Núñez")]
+        assert await fx.labels(client, "Patient", *exact) == {"jose"}
+
 
 # --- token (search.html#token) --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    intersect,
     literal,
     not_,
     or_,
@@ -30,7 +31,7 @@ from sqlalchemy import (
     true,
     tuple_,
 )
-from sqlalchemy.sql.expression import FromClause
+from sqlalchemy.sql.expression import CompoundSelect, FromClause
 
 from pms.auth.policy import AnyOf, Restriction
 from pms.core.errors import bad_request, not_supported
@@ -236,6 +237,16 @@ def _uri_test(table: FromClause, value: UriValue, modifier: str | None) -> Colum
     return table.c.uri == value.value
 
 
+def _is_plain_string(criterion: Criterion) -> bool:
+    """A string criterion matched on its own index rows (no chain, no :missing)."""
+    return (
+        criterion.type == "string"
+        and criterion.chain is None
+        and criterion.modifier in (None, "exact", "contains", "text")
+        and not criterion.code.startswith("_")
+    )
+
+
 class Compiler:
     def __init__(self, context: SearchContext) -> None:
         self.context = context
@@ -303,6 +314,23 @@ class Compiler:
             conditions.append(refs.c.target_type.in_(list(types)))
         pairs = select(refs.c.target_type, refs.c.target_id).where(*conditions)
         return tuple_(res.c.resource_type, res.c.id).in_(pairs)
+
+    def intersected_strings(
+        self, resource_type: str, criteria: Sequence[Criterion]
+    ) -> tuple[CompoundSelect[Any], tuple[Criterion, ...]] | None:
+        """Two or more plain string criteria (the words typed into a name search, AND-ed) as one
+        `INTERSECT` of their index matches, and the criteria left; None when there are fewer than two.
+
+        Kept as separate `rid IN (...)` tests, PostgreSQL multiplies the words' selectivities as if they
+        were independent (`smith` 5% x `wei` 5%: 250 expected of 100,000, none actual), walks the primary
+        key hoping to fill the page early, and reads every resource when the words have nothing in
+        common (130 ms at 100k Patients). The intersection reads only the words' index entries (10 ms).
+        """
+        words = [c for c in criteria if _is_plain_string(c)]
+        if len(words) < 2:
+            return None
+        matches = intersect(*(self._value_rids(resource_type, c) for c in words))
+        return matches, tuple(c for c in criteria if not _is_plain_string(c))
 
     # -- helpers ----------------------------------------------------------------------------------------
 
