@@ -9,25 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
-import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-import uvicorn
-from tests.support import SYSTEM_TOKENS, fhir_client
+from tests.support import SYSTEM_TOKENS, fhir_client, served, system_token
 
 from pms.config import Settings
 from pms.core.db import Database
 from pms.main import create_app
-from pms.storage import identity
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -98,12 +93,6 @@ def database_url(admin_url: str) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
     return Settings(
@@ -118,54 +107,9 @@ def settings(database_url: str) -> Settings:
 @pytest.fixture(scope="session")
 async def server_url(settings: Settings) -> AsyncIterator[str]:
     """The API served by a real uvicorn on a free port, for the whole session."""
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-    SYSTEM_TOKENS[url] = await _system_token(url, settings)
-    yield url
-    server.should_exit = True
-    await task
-
-
-async def _system_token(server_url: str, settings: Settings) -> str:
-    """Register a backend client with system/*.* and get a token for it, as an integrator would."""
-    secret = secrets.token_urlsafe(24)
-    db = await Database.open(settings)
-    try:
-        async with db.transaction() as conn:
-            client = await identity.create_client(
-                conn,
-                name="test suite",
-                kind="confidential",
-                grant_types=["client_credentials"],
-                scopes=["system/*.*"],
-                secret=secret,
-                now=datetime.now(UTC),
-            )
-    finally:
-        await db.dispose()
-    async with httpx.AsyncClient(timeout=60) as http:
-        response = await http.post(
-            f"{server_url}/oauth2/token",
-            data={"grant_type": "client_credentials", "scope": "system/*.*"},
-            auth=(client.client_id, secret),
-        )
-    assert response.status_code == 200, response.text
-    token: str = response.json()["access_token"]
-    return token
+    async with served(create_app(settings)) as url:
+        SYSTEM_TOKENS[url] = await system_token(url, settings)
+        yield url
 
 
 @pytest.fixture

@@ -7,18 +7,78 @@ the way an integrator does. `SYSTEM_TOKENS` maps a server URL to that token.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+import socket
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import httpx
+import uvicorn
+from starlette.types import ASGIApp
 
 from pms.auth.keys import KeyRing
 from pms.auth.rbac import role_rows
 from pms.auth.tokens import issue_access_token
+from pms.config import Settings
 from pms.core.db import Database
 from pms.storage import accounts, identity
 
 SYSTEM_TOKENS: dict[str, str] = {}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def served(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
+    """`app` served by a real uvicorn on 127.0.0.1 (a free port unless given); its base URL."""
+    port = port or free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def system_token(server_url: str, settings: Settings) -> str:
+    """Register a backend client with system/*.* and get a token for it, as an integrator would."""
+    secret = secrets.token_urlsafe(24)
+    db = await Database.open(settings)
+    try:
+        async with db.transaction() as conn:
+            client = await identity.create_client(
+                conn,
+                name="test suite",
+                kind="confidential",
+                grant_types=["client_credentials"],
+                scopes=["system/*.*"],
+                secret=secret,
+                now=datetime.now(UTC),
+            )
+    finally:
+        await db.dispose()
+    async with httpx.AsyncClient(timeout=60) as http:
+        response = await http.post(
+            f"{server_url}/oauth2/token",
+            data={"grant_type": "client_credentials", "scope": "system/*.*"},
+            auth=(client.client_id, secret),
+        )
+    assert response.status_code == 200, response.text
+    token: str = response.json()["access_token"]
+    return token
 
 
 def auth_headers(server_url: str) -> dict[str, str]:

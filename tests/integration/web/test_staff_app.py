@@ -4,19 +4,17 @@ the API's own paths never shadowed, and OpenID Connect UserInfo (the app shows t
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import secrets
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
 from tests.integration.auth.test_oauth_flows import PASSWORD, Browser, sign_in
+from tests.support import free_port, served
 
 from pms.api import spa
 from pms.config import Settings
@@ -27,33 +25,18 @@ from pms.storage import accounts, identity
 INDEX = "<!doctype html><title>PMS</title><div id=root></div>"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 async def app_url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     dist = tmp_path_factory.mktemp("dist")
     (dist / "index.html").write_text(INDEX)
     (dist / "assets").mkdir()
     (dist / "assets" / "index-abc123.js").write_text("console.log('app')")
-    port = _free_port()
+    port = free_port()
     app_settings = settings.model_copy(
         update={"spa_dir": str(dist), "host": "127.0.0.1", "port": port, "spa_client_id": "staff-app-test"}
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with served(create_app(app_settings), port) as url:
+        yield url
 
 
 async def test_the_app_and_its_client_routes_are_served_at_the_root(app_url: str) -> None:
