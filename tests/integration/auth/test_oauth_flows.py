@@ -119,9 +119,11 @@ async def sign_in(
     totp_secret: str | None = None,
     totp_offset: int = 0,
     patient: str | None = None,
+    patient_name: str = "",
     decision: str = "approve",
 ) -> SignIn:
-    """Walk the HTML steps until the server redirects back to the app."""
+    """Walk the HTML steps until the server redirects back to the app. At the patient picker, `patient`
+    is chosen, after searching for `patient_name` when the first list does not show it."""
     page = await browser.get(authorize_url)
     result = SignIn("", totp_secret)
     if page.status_code == 200 and "login" in forms_of(page.text):  # else: already signed in
@@ -146,7 +148,7 @@ async def sign_in(
         elif "pick" in forms or "search" in forms:
             assert patient is not None, "the patient picker was shown"
             if patient not in forms.get("pick", Form("")).options.get("patient", []):
-                page = await browser.submit(page, "search", q="")
+                page = await browser.submit(page, "search", q=patient_name)
                 assert patient in forms_of(page.text)["pick"].options["patient"]
             page = await browser.submit(page, "pick", patient=patient)
         elif "consent" in forms:
@@ -443,7 +445,13 @@ class TestStandaloneLaunch:
             "code_challenge_method=S256" in url
             and f"aud={world.fhir}".replace(":", "%3A").replace("/", "%2F") in url
         )
-        signed = await sign_in(browser, url, username=world.doctor.username, patient=world.patients[1])
+        signed = await sign_in(
+            browser,
+            url,
+            username=world.doctor.username,
+            patient=world.patients[1],
+            patient_name=f"Zz{world.tag}",
+        )
         assert signed.totp_secret, "a physician without TOTP is enrolled on first sign-in"
         assert any("enroll" in p for p in signed.pages) and any("pick" in p for p in signed.pages)
         assert signed.location.startswith(REDIRECT + "?")
@@ -470,6 +478,7 @@ class TestStandaloneLaunch:
             username=world.doctor.username,
             totp_secret=signed.totp_secret,
             patient=world.patients[2],
+            patient_name=f"Zz{world.tag}",
         )
         assert "code" in again.params
 
