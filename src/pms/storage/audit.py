@@ -108,7 +108,7 @@ class AuditWriter:
             try:
                 async with self.pool.acquire() as conn:
                     await conn.execute(sql, *args)
-            except (OSError, asyncpg.PostgresError):
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 # Fail closed: without its audit record, the interaction's answer is not given.
                 failure = AppError(503, [Issue("transient", "The audit trail is unavailable; try again")])
             for _, _, done in batch:

@@ -127,8 +127,10 @@ async def run_audited(
     audit_query: bool = False,
     authenticate: Callable[[Request], Awaitable[AccessContext]] = access_for,
 ) -> Outcome:
-    """Run `action` in one unit of work with the caller's access, and record the AuditEvent in that
-    same unit (written, or rolled back, with what it records); refusals are audited on their own."""
+    """Run `action` in one unit of work with the caller's access, and record its AuditEvent. A write's
+    record is in the write's own transaction (written, or rolled back, with what it records); a read's
+    (search, history, read-only operations) goes through the group-committing AuditWriter before the
+    answer leaves, as reads by id do. Refusals are audited on their own."""
     access: AccessContext | None = None
     try:
         access = await authenticate(request)
@@ -136,17 +138,19 @@ async def run_audited(
             outcome: Outcome = await action(fhir)
             touched = [outcome.stored, *outcome.touched] if outcome.stored else outcome.touched
             query = f"{request.url.path}?{request.url.query}" if audit_query else None
-            fhir.repo.append_internal(
-                interaction_event(
-                    interaction=interaction,
-                    access=access,
-                    address=_address(request),
-                    registry=fhir.registry,
-                    touched=touched,
-                    query=query,
-                    emergency=fhir.repo.guard.emergency,
-                )
+            event = interaction_event(
+                interaction=interaction,
+                access=access,
+                address=_address(request),
+                registry=fhir.registry,
+                touched=touched,
+                query=query,
+                emergency=fhir.repo.guard.emergency,
             )
+            if write:
+                fhir.repo.append_internal(event)
+        if not write:
+            await _audit_writer(request).write(fhir.registry, event)  # fail closed: no record, no answer
     except AppError as error:
         await _audit_refusal(request, interaction, access, error)
         raise
