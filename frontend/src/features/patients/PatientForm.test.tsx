@@ -44,6 +44,19 @@ describe('PatientForm', () => {
     expect(onSubmit.mock.calls[0]?.[0]).toMatchObject({ given: 'Mei', family: 'Chen', birthDate: '1980-02-03', contacts: [{ name: 'Li Wei', phone: '555 0199' }] });
   });
 
+  it('on edit, changes the status of a recorded allergy', async () => {
+    const onSubmit = vi.fn();
+    const initial = {
+      ...emptyDraft(), given: 'Mei', family: 'Chen', gender: 'female' as const, birthDate: '1980-02-03',
+      recordedAllergies: [{ id: 'a1', substance: 'Peanut', status: 'active' as const }],
+    };
+    renderWithApp(<PatientForm initial={initial} mode="edit" busy={false} onSubmit={onSubmit} onCancel={vi.fn()} clinical />);
+    const user = userEvent.setup();
+    await user.selectOptions(screen.getByLabelText('Peanut: status'), 'Recorded in error');
+    await user.click(screen.getByRole('button', { name: 'Save changes' }));
+    expect(onSubmit.mock.calls[0]?.[0]).toMatchObject({ recordedAllergies: [{ id: 'a1', status: 'entered-in-error' }] });
+  });
+
   it('offers allergies only to roles that may record clinical content', () => {
     setup(false);
     expect(screen.queryByRole('button', { name: 'Add an allergy' })).not.toBeInTheDocument();

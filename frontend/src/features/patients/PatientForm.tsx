@@ -2,11 +2,13 @@ import { ActionIcon, Button, Checkbox, Fieldset, Group, NativeSelect, SimpleGrid
 import { useState, type FormEvent } from 'react';
 import { useTranslation } from 'react-i18next';
 import {
+  ALLERGY_STATUSES,
   CONSENT_FLAGS,
   LANGUAGE_CODES,
   RELATIONSHIPS,
   validate,
   type AllergyDraft,
+  type AllergyStatus,
   type EmergencyContactDraft,
   type PatientDraft,
 } from './registration';
@@ -46,6 +48,8 @@ export function PatientForm({ initial, mode, busy, onSubmit, onCancel, clinical 
     set('contacts', draft.contacts.map((c, i) => (i === index ? { ...c, ...patch } : c)));
   const setAllergy = (index: number, patch: Partial<AllergyDraft>) =>
     set('allergies', draft.allergies.map((a, i) => (i === index ? { ...a, ...patch } : a)));
+  const setRecordedStatus = (id: string, status: AllergyStatus) =>
+    set('recordedAllergies', draft.recordedAllergies.map((a) => (a.id === id ? { ...a, status } : a)));
 
   const submit = (event: FormEvent) => {
     event.preventDefault();
@@ -148,6 +152,17 @@ export function PatientForm({ initial, mode, busy, onSubmit, onCancel, clinical 
             {clinical && (
             <Fieldset legend={t('registration.allergies')}>
               <Stack>
+                {draft.recordedAllergies.map((allergy) => (
+                  <NativeSelect
+                    key={allergy.id}
+                    data-testid={`allergy-status-${allergy.id}`}
+                    label={t('registration.recordedAllergy', { substance: allergy.substance })}
+                    value={allergy.status}
+                    onChange={(event) => setRecordedStatus(allergy.id, event.currentTarget.value as AllergyStatus)}
+                    data={ALLERGY_STATUSES.map((status) => ({ value: status, label: t(`allergyStatus.${status}`) }))}
+                    maw={420}
+                  />
+                ))}
                 {draft.allergies.map((allergy, index) => (
                   <Group key={index} align="flex-start" wrap="wrap">
                     <TextInput

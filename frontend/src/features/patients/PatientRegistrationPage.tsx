@@ -12,7 +12,7 @@ import { useResource } from '../../fhir/hooks';
 import type { AnyResource, Bundle, Patient } from '../../fhir/types';
 import { ErrorMessage, Loading } from '../shell/States';
 import { PatientForm } from './PatientForm';
-import { duplicateQueries, editBundle, emptyDraft, fromPatient, newMrn, registrationBundle, withCoverage, type PatientDraft } from './registration';
+import { duplicateQueries, editBundle, emptyDraft, fromPatient, newMrn, registrationBundle, withAllergies, withCoverage, type PatientDraft } from './registration';
 
 function idFromLocation(location: string | undefined): string | undefined {
   const match = /Patient\/([^/]+)/.exec(location ?? '');
@@ -113,21 +113,31 @@ function EditPatient({ id }: { id: string }) {
     queryKey: ['search', 'coverage-of', id],
     queryFn: () => client.search<AnyResource>('Coverage', { beneficiary: id, status: 'active', _count: '1' }),
   });
+  // Recorded allergies (clinical content): their status can be changed here (resolved, recorded in error...).
+  const allergies = useQuery({
+    enabled: clinical,
+    queryKey: ['search', 'allergies-of', id],
+    queryFn: () => client.search<AnyResource>('AllergyIntolerance', { patient: id, _count: '100' }),
+  });
+  const recorded = clinical && allergies.data ? matches(allergies.data) : [];
   const update = useMutation({
-    mutationFn: (draft: PatientDraft) => client.transaction(editBundle(draft, patient.data as Patient, matches(coverage.data)[0])),
+    mutationFn: (draft: PatientDraft) =>
+      client.transaction(editBundle(draft, patient.data as Patient, matches(coverage.data)[0], recorded)),
     onSuccess: () => {
       void queries.invalidateQueries();
       navigate(`/patients/${id}`);
     },
   });
-  if (patient.isPending || coverage.isPending) return <Loading label={t('common.loading')} />;
-  if (patient.error || coverage.error) return <ErrorMessage error={patient.error ?? coverage.error} />;
+  if (patient.isPending || coverage.isPending || (clinical && allergies.isPending)) return <Loading label={t('common.loading')} />;
+  if (patient.error || coverage.error || allergies.error) {
+    return <ErrorMessage error={patient.error ?? coverage.error ?? allergies.error} />;
+  }
   return (
     <Stack maw={960}>
       <Title order={2}>{t('registration.editTitle')}</Title>
       <ErrorMessage error={update.error} />
       <PatientForm
-        initial={withCoverage(fromPatient(patient.data), matches(coverage.data)[0])}
+        initial={withAllergies(withCoverage(fromPatient(patient.data), matches(coverage.data)[0]), recorded)}
         mode="edit"
         clinical={clinical}
         busy={update.isPending}

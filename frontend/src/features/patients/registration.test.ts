@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MRN_SYSTEM } from '../../fhir/format';
-import { duplicateQueries, editBundle, emptyDraft, fromPatient, registrationBundle, toPatient, validate, withCoverage, type PatientDraft } from './registration';
+import { duplicateQueries, editBundle, emptyDraft, fromPatient, registrationBundle, toPatient, validate, withAllergies, withCoverage, type AllergyStatus, type PatientDraft } from './registration';
+import type { AnyResource } from '../../fhir/types';
 
 function draft(overrides: Partial<PatientDraft> = {}): PatientDraft {
   return { ...emptyDraft(), given: 'Mei Ling', family: 'Chen', gender: 'female', birthDate: '1980-02-03', ...overrides };
@@ -104,5 +105,50 @@ describe('editBundle', () => {
     const added = editBundle(draft({ payer: 'Beta', memberId: 'B-1' }), stored, undefined);
     expect(added.entry?.[1]?.request).toEqual({ method: 'POST', url: 'Coverage' });
     expect(withCoverage(emptyDraft(), coverage)).toMatchObject({ payer: 'Acme', memberId: 'A-1' });
+  });
+
+  describe('recorded allergies', () => {
+    const clinical = (code: string) => ({ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical', code }] });
+    const verification = (code: string) => ({ coding: [{ system: 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification', code }] });
+    const peanut = {
+      resourceType: 'AllergyIntolerance', id: 'a1', meta: { versionId: '2' }, patient: { reference: 'Patient/p1' },
+      code: { text: 'Peanut' }, clinicalStatus: clinical('active'), verificationStatus: verification('confirmed'),
+    };
+    const latex = { resourceType: 'AllergyIntolerance', id: 'a2', code: { coding: [{ display: 'Latex' }] }, clinicalStatus: clinical('resolved') };
+    const second = (bundle: ReturnType<typeof editBundle>) => {
+      const entry = bundle.entry?.[1];
+      return { request: entry?.request, resource: entry?.resource as unknown as Record<string, unknown> };
+    };
+    const changed = (allergies: AnyResource[], status: AllergyStatus) => {
+      const edited = withAllergies(draft(), allergies);
+      edited.recordedAllergies = edited.recordedAllergies.map((a, i) => (i === 0 ? { ...a, status } : a));
+      return second(editBundle(edited, stored, undefined, allergies));
+    };
+
+    it('are listed with their status, and left alone when unchanged', () => {
+      const edited = withAllergies(draft(), [peanut, latex]);
+      expect(edited.recordedAllergies).toEqual([
+        { id: 'a1', substance: 'Peanut', status: 'active' },
+        { id: 'a2', substance: 'Latex', status: 'resolved' },
+      ]);
+      expect(editBundle(edited, stored, undefined, [peanut, latex]).entry).toHaveLength(1);
+    });
+
+    it('are updated when their status changed, only if unchanged since read', () => {
+      const { request, resource } = changed([peanut, latex], 'resolved');
+      expect(request).toEqual({ method: 'PUT', url: 'AllergyIntolerance/a1', ifMatch: 'W/"2"' });
+      expect(resource.clinicalStatus).toEqual(clinical('resolved'));
+      expect(resource.code).toEqual({ text: 'Peanut' });
+    });
+
+    it('recorded in error lose their clinical status (R4 invariant ait-2), and regain one when reinstated (ait-1)', () => {
+      const wrong = changed([peanut], 'entered-in-error').resource;
+      expect(wrong.clinicalStatus).toBeUndefined();
+      expect(wrong.verificationStatus).toEqual(verification('entered-in-error'));
+      expect(withAllergies(draft(), [wrong as AnyResource]).recordedAllergies[0]?.status).toBe('entered-in-error');
+      const back = changed([wrong as AnyResource], 'active').resource;
+      expect(back.clinicalStatus).toEqual(clinical('active'));
+      expect(back.verificationStatus).toEqual(verification('confirmed'));
+    });
   });
 });

@@ -10,6 +10,11 @@ export const RELATIONSHIPS = ['C', 'N', 'SPS', 'PRN', 'CHILD', 'FRND'] as const;
 
 export interface EmergencyContactDraft { name: string; relationship: string; phone: string }
 export interface AllergyDraft { substance: string; criticality: 'low' | 'high' | 'unable-to-assess'; reaction: string }
+/** Where a recorded allergy stands: its clinical status, or recorded in error (R4 AllergyIntolerance). */
+export const ALLERGY_STATUSES = ['active', 'inactive', 'resolved', 'entered-in-error'] as const;
+export type AllergyStatus = (typeof ALLERGY_STATUSES)[number];
+/** An AllergyIntolerance already in the record: on edit, only its status can change. */
+export interface RecordedAllergy { id: string; substance: string; status: AllergyStatus }
 
 export interface PatientDraft {
   given: string;
@@ -27,13 +32,14 @@ export interface PatientDraft {
   payer: string;
   memberId: string;
   allergies: AllergyDraft[];
+  recordedAllergies: RecordedAllergy[];
   consents: Record<ConsentFlag, boolean>;
 }
 
 export function emptyDraft(): PatientDraft {
   return {
     given: '', family: '', gender: '', birthDate: '', mrn: '', phone: '', email: '', addressLine: '', city: '',
-    postalCode: '', language: '', contacts: [], payer: '', memberId: '', allergies: [],
+    postalCode: '', language: '', contacts: [], payer: '', memberId: '', allergies: [], recordedAllergies: [],
     consents: { 'sms-reminders': false, 'email-reminders': false, 'research-contact': false },
   };
 }
@@ -181,6 +187,62 @@ function allergyEntries(draft: PatientDraft, patient: Reference): Entry[] {
   }));
 }
 
+const CLINICAL_STATUS = 'http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical';
+const VERIFICATION_STATUS = 'http://terminology.hl7.org/CodeSystem/allergyintolerance-verification';
+
+export function allergyStatus(allergy: AnyResource): AllergyStatus {
+  const verification = allergy.verificationStatus as { coding?: { code?: string }[] } | undefined;
+  if (verification?.coding?.some((c) => c.code === 'entered-in-error')) return 'entered-in-error';
+  const clinical = (allergy.clinicalStatus as { coding?: { code?: string }[] } | undefined)?.coding?.[0]?.code;
+  return clinical === 'inactive' || clinical === 'resolved' ? clinical : 'active';
+}
+
+/** The recorded allergies of a draft being edited (their current status). */
+export function withAllergies(draft: PatientDraft, allergies: AnyResource[]): PatientDraft {
+  return {
+    ...draft,
+    recordedAllergies: allergies
+      .filter((a) => a.id)
+      .map((a) => ({ id: a.id as string, substance: conceptLabel(a.code), status: allergyStatus(a) })),
+  };
+}
+
+function conceptLabel(code: unknown): string {
+  const concept = code as { text?: string; coding?: { display?: string; code?: string }[] } | undefined;
+  return concept?.text ?? concept?.coding?.[0]?.display ?? concept?.coding?.[0]?.code ?? '';
+}
+
+/** An allergy with a new status. Recorded in error, it has no clinical status (invariant ait-2); otherwise
+ * it must have one, and a verification status other than entered-in-error (ait-1). */
+export function withAllergyStatus(allergy: AnyResource, status: AllergyStatus): AnyResource {
+  const { clinicalStatus: _dropped, ...rest } = allergy;
+  if (status === 'entered-in-error') {
+    return { ...rest, verificationStatus: { coding: [{ system: VERIFICATION_STATUS, code: 'entered-in-error' }] } };
+  }
+  const wasError = allergyStatus(allergy) === 'entered-in-error';
+  return {
+    ...rest,
+    clinicalStatus: { coding: [{ system: CLINICAL_STATUS, code: status }] },
+    ...(wasError || !allergy.verificationStatus
+      ? { verificationStatus: { coding: [{ system: VERIFICATION_STATUS, code: 'confirmed' }] } }
+      : {}),
+  };
+}
+
+/** PUTs (If-Match: nobody changed them meanwhile) for the recorded allergies whose status the draft changed. */
+function allergyStatusEntries(draft: PatientDraft, recorded: AnyResource[]): Entry[] {
+  const byId = new Map(recorded.filter((a) => a.id).map((a) => [a.id as string, a]));
+  return draft.recordedAllergies.flatMap(({ id, status }) => {
+    const original = byId.get(id);
+    if (!original || allergyStatus(original) === status) return [];
+    const version = original.meta?.versionId;
+    return [{
+      resource: withAllergyStatus(original, status),
+      request: { method: 'PUT', url: `AllergyIntolerance/${id}`, ...(version ? { ifMatch: `W/"${version}"` } : {}) },
+    }];
+  });
+}
+
 /** One all-or-nothing transaction: the Patient, their Coverage and their AllergyIntolerances. */
 export function registrationBundle(draft: PatientDraft, patientUuid: string): Bundle {
   const ref = { reference: `urn:uuid:${patientUuid}` };
@@ -196,9 +258,15 @@ export function registrationBundle(draft: PatientDraft, patientUuid: string): Bu
 
 /**
  * Saving an edit, all or nothing: the Patient (only if nobody changed it meanwhile: If-Match), their
- * insurance (the current Coverage updated, or a new one; emptied = cancelled) and newly added allergies.
+ * insurance (the current Coverage updated, or a new one; emptied = cancelled), the recorded allergies
+ * whose status changed, and newly added allergies.
  */
-export function editBundle(draft: PatientDraft, patient: Patient, coverage: AnyResource | undefined): Bundle {
+export function editBundle(
+  draft: PatientDraft,
+  patient: Patient,
+  coverage: AnyResource | undefined,
+  recordedAllergies: AnyResource[] = [],
+): Bundle {
   const ref = { reference: `Patient/${patient.id}` };
   const version = patient.meta?.versionId;
   const entries: Entry[] = [
@@ -219,7 +287,7 @@ export function editBundle(draft: PatientDraft, patient: Patient, coverage: AnyR
   } else if (insured) {
     entries.push({ resource: coverageResource(draft, ref), request: { method: 'POST', url: 'Coverage' } });
   }
-  entries.push(...allergyEntries(draft, ref));
+  entries.push(...allergyStatusEntries(draft, recordedAllergies), ...allergyEntries(draft, ref));
   return { resourceType: 'Bundle', type: 'transaction', entry: entries } as Bundle;
 }
 
