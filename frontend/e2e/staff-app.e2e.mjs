@@ -329,6 +329,16 @@ describe('staff web app', { concurrency: false }, () => {
     await page.getByTestId('section-insurance').getByText('Beta Mutual').waitFor();
     await page.getByTestId('allergy-badge').getByText(/Latex/).waitFor();
 
+    // Edit again: the Penicillin allergy was recorded in error; the badge then names only Latex.
+    await page.getByRole('link', { name: 'Edit details' }).click();
+    await page.getByLabel('Penicillin: status').selectOption('entered-in-error');
+    await screenshot(page, '12b-edit-allergy-status');
+    await expectAccessible('patient edit');
+    await page.getByRole('button', { name: 'Save changes' }).click();
+    await page.getByTestId('allergy-badge').waitFor();
+    await page.waitForFunction(() => !document.querySelector('[data-testid="allergy-badge"]')?.textContent?.includes('Penicillin'));
+    assert.match(await page.getByTestId('allergy-badge').textContent(), /^Allergy: Latex$/);
+
     await page.goto(`${stack.baseUrl}/admin/availability`);
     await page.getByLabel('Practitioner').selectOption({ label: 'Ada Lee' });
     await page.getByLabel('To', { exact: true }).first().fill('12:00');
