@@ -28,7 +28,7 @@ from __future__ import annotations
 import calendar
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -768,25 +768,32 @@ class Extractor:
 
     def extract(self, resource: Mapping[str, Any]) -> list[IndexValue]:
         """Index values of all parameters, without duplicates (per parameter)."""
-        focus = [resource]
         out: list[IndexValue] = []
         for param in self.params:
-            try:
-                values = param.run(focus, resource)
-            except (AttributeError, TypeError, ValueError, KeyError, IndexError):
-                # Malformed data (e.g. a string where an object belongs) leaves this parameter unindexed
-                # rather than failing the write; validation is the place that rejects such resources.
-                continue
-            if len(values) > 1:
-                values = list(dict.fromkeys(values))
-            out.extend(values)
+            out.extend(_values_of(param, resource))
         return out
 
-    def extract_by_param(self, resource: Mapping[str, Any]) -> dict[str, list[IndexValue]]:
+    def extract_by_param(
+        self, resource: Mapping[str, Any], codes: Collection[str] | None = None
+    ) -> dict[str, list[IndexValue]]:
+        """Index values per parameter: of every parameter, or only of those in `codes` (e.g. the links
+        of a compartment: two of Observation's 38 parameters, at a fraction of the cost)."""
         grouped: dict[str, list[IndexValue]] = {}
-        for value in self.extract(resource):
-            grouped.setdefault(value.param, []).append(value)
+        for param in self.params:
+            if codes is None or param.code in codes:
+                for value in _values_of(param, resource):
+                    grouped.setdefault(value.param, []).append(value)
         return grouped
+
+
+def _values_of(param: CompiledParam, resource: Mapping[str, Any]) -> list[IndexValue]:
+    try:
+        values = param.run([resource], resource)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+        # Malformed data (e.g. a string where an object belongs) leaves this parameter unindexed
+        # rather than failing the write; validation is the place that rejects such resources.
+        return []
+    return list(dict.fromkeys(values)) if len(values) > 1 else values
 
 
 @lru_cache(maxsize=1024)

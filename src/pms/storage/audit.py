@@ -51,7 +51,8 @@ def patients_in(registry: Registry, found: Iterable[StoredVersion]) -> list[str]
         codes = registry.compartment_params("Patient", stored.resource_type)
         if not codes or stored.content is None:
             continue
-        values = extractor_for(stored.resource_type, registry).extract_by_param(jsonio.loads(stored.content))
+        extractor = extractor_for(stored.resource_type, registry)
+        values = extractor.extract_by_param(jsonio.loads(stored.content), codes)
         for code in codes:
             for value in values.get(code, ()):
                 if isinstance(value, ReferenceValue) and value.target_type == "Patient" and value.target_id:
