@@ -389,10 +389,14 @@ class Compiler:
             raise not_supported(
                 f"Searching by the {criterion.type} parameter '{criterion.code}' is not supported"
             )
-        table = INDEX_TABLES[criterion.type].alias()
+        # The table itself, not an alias: this subquery is self-contained (never correlated, even when
+        # nested in a chain over the same table), and an alias costs a copy of every column per search.
+        table = INDEX_TABLES[criterion.type]
         tests = [self._value_test(table, criterion, value) for value in criterion.values]
-        return select(table.c.rid).where(
-            self._param(table, resource_type, criterion.code), or_(*tests) if tests else false()
+        return (
+            select(table.c.rid)
+            .where(self._param(table, resource_type, criterion.code), or_(*tests) if tests else false())
+            .correlate(None)
         )
 
     def _code_set_rids(self, resource_type: str, criterion: Criterion) -> Select[Any]:

@@ -218,25 +218,27 @@ class SearchEngine:
         token = decode_token(request.page_token, [k.kind for k in keys]) if request.page_token else None
         forward = token is None or token.forward
         labelled = [key.expression.label(f"k{i}") for i, key in enumerate(keys)]
-        inner = (
-            select(
-                res.c.rid,
-                res.c.resource_type,
-                res.c.id,
-                res.c.version_id,
-                res.c.last_updated,
-                res.c.content,
-                *labelled,
-            )
-            .where(*conditions)
-            .subquery()
-        )
-        outer_keys = [(inner.c[f"k{i}"], key.descending) for i, key in enumerate(keys)]
-        query = select(inner)
+        query = select(
+            res.c.rid,
+            res.c.resource_type,
+            res.c.id,
+            res.c.version_id,
+            res.c.last_updated,
+            res.c.content,
+            *labelled,
+        ).where(*conditions)
+        if len(keys) == 1:
+            # The default order, by row id alone: no subquery is needed to name the key (building one
+            # costs more Python than the rest of a simple search).
+            ordering: list[tuple[Any, bool]] = [(res.c.rid, False)]
+        else:
+            inner = query.subquery()
+            ordering = [(inner.c[f"k{i}"], key.descending) for i, key in enumerate(keys)]
+            query = select(inner)
         if token is not None:
-            query = query.where(beyond(outer_keys, token.values, forward=token.forward))
+            query = query.where(beyond(ordering, token.values, forward=token.forward))
         query = query.order_by(
-            *(_order(expression, descending, forward) for expression, descending in outer_keys)
+            *(_order(expression, descending, forward) for expression, descending in ordering)
         )
         rows = list((await self.conn.execute(query.limit(count + 1))).all())
         more = len(rows) > count
