@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -25,10 +23,10 @@ from urllib.parse import parse_qsl
 
 import pytest
 import redis.asyncio as aioredis
-import uvicorn
 from aiosmtpd.controller import Controller
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from tests.support import free_port, served
 
 from pms.config import Settings
 from pms.core.db import Database
@@ -40,31 +38,6 @@ from pms.storage.registry_provider import RegistryProvider
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    """An ASGI app on a real uvicorn server on a free port, for the block's duration."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 # -- Redis -------------------------------------------------------------------------------------------------
@@ -198,7 +171,7 @@ def _raw_app(endpoint: Any) -> Any:
 @pytest.fixture(scope="session")
 async def sms() -> AsyncIterator[tuple[SmsProvider, str]]:
     provider = SmsProvider()
-    async with serve(provider.app()) as url:
+    async with served(provider.app()) as url:
         yield provider, url
 
 

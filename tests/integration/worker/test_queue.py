@@ -10,8 +10,7 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 from sqlalchemy import text
-from tests.integration.worker.conftest import free_port, serve
-from tests.support import SYSTEM_TOKENS, auth_headers
+from tests.support import SYSTEM_TOKENS, auth_headers, free_port, served
 
 from pms.config import Settings
 from pms.core.db import Database
@@ -79,7 +78,7 @@ class TestHealth:
     async def test_redis_down_the_api_works_and_says_the_worker_is_down(
         self, redis_down_settings: Settings, server_url: str
     ) -> None:
-        async with serve(create_app(redis_down_settings)) as url:
+        async with served(create_app(redis_down_settings)) as url:
             SYSTEM_TOKENS[url] = SYSTEM_TOKENS[server_url]  # same database, same signing keys
             async with httpx.AsyncClient(base_url=url, timeout=10, headers=auth_headers(url)) as http:
                 started = time.monotonic()
@@ -102,7 +101,7 @@ class TestHealth:
         pool = await queue.pool()
         key = heartbeat_key(configured.queue_name)
         try:
-            async with serve(create_app(configured)) as url, httpx.AsyncClient(base_url=url) as http:
+            async with served(create_app(configured)) as url, httpx.AsyncClient(base_url=url) as http:
                 assert (await http.get("/health")).json()["worker"]["state"] == "down"  # never beat
                 beat = datetime.now(UTC)
                 await pool.set(key, beat.isoformat())

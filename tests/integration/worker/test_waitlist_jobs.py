@@ -11,8 +11,7 @@ import httpx
 from arq.connections import create_pool
 from arq.worker import Worker
 from tests.integration.scheduling.clinic import SYSTEM, Clinic, appointment, at, next_weekday
-from tests.integration.worker.conftest import serve
-from tests.support import SYSTEM_TOKENS, auth_headers
+from tests.support import SYSTEM_TOKENS, auth_headers, served
 
 from pms.config import Settings
 from pms.core.queue import redis_settings
@@ -36,7 +35,7 @@ class TestFreedTimeJob:
         configured = worker_settings.model_copy(
             update={"queue_name": f"{worker_settings.queue_name}:waitlist", "base_url": f"{server_url}/fhir"}
         )
-        async with serve(create_app(configured)) as url:
+        async with served(create_app(configured)) as url:
             SYSTEM_TOKENS[url] = SYSTEM_TOKENS[server_url]  # same database and keys; audience as configured
             async with httpx.AsyncClient(
                 base_url=f"{url}/fhir", timeout=60, headers=auth_headers(url)

@@ -14,8 +14,9 @@ import httpx
 import redis.asyncio as aioredis
 from arq.connections import create_pool
 from arq.worker import Worker
-from tests.integration.worker.conftest import Mailbox, SmsProvider, serve
+from tests.integration.worker.conftest import Mailbox, SmsProvider
 from tests.integration.worker.helpers import appointment, email_of, mobile_of, patient
+from tests.support import served
 
 from pms.config import Settings
 from pms.core.queue import heartbeat_key, redis_settings
@@ -87,7 +88,7 @@ class TestWorkerCommand:
                 assert process.returncode is None, "`pms worker` exited"
                 assert time.monotonic() < deadline, "no heartbeat from `pms worker`"
                 await asyncio.sleep(0.2)
-            async with serve(create_app(configured)) as url, httpx.AsyncClient(base_url=url) as http:
+            async with served(create_app(configured)) as url, httpx.AsyncClient(base_url=url) as http:
                 worker = (await http.get("/health")).json()["worker"]
             assert worker["state"] == "ok"
 
