@@ -68,6 +68,27 @@ class TestMigrate:
         finally:
             await conn.close()
 
+    async def test_every_migration_downgrades_and_upgrades_again(self, fresh_database: str) -> None:
+        alembic = str(Path(sys.executable).parent / "alembic")
+        for step in (("upgrade", "head"), ("downgrade", "base"), ("upgrade", "head")):
+            process = await asyncio.create_subprocess_exec(
+                alembic,
+                "-x",
+                f"url={fresh_database}",
+                *step,
+                cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            output, _ = await asyncio.wait_for(process.communicate(), 120)
+            assert process.returncode == 0, f"{step}: {output.decode()[-2000:]}"
+        conn = await asyncpg.connect(fresh_database)
+        try:
+            names = {row[0] for row in await conn.fetch("SELECT stxname FROM pg_statistic_ext")}
+            assert {"search_token_param_code", "search_token_param_system"} <= names
+        finally:
+            await conn.close()
+
 
 class TestServe:
     async def test_serve_answers_health_and_stops_cleanly_on_sigterm(
