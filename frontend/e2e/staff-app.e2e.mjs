@@ -376,4 +376,25 @@ describe('staff web app', { concurrency: false }, () => {
     await expectAccessible('calendar in Chinese');
     await page.getByTestId('language-switch').selectOption('en');
   });
+
+  test("after switching to Chinese, the server's sign-in pages are in Chinese too (ui_locales)", async () => {
+    await page.getByTestId('language-switch').selectOption('zh-CN');
+    await page.getByRole('button', { name: '退出登录' }).click();
+    await page.waitForURL(/\/signin\?reason=signed-out/);
+    const seen = {};
+    await signInAs(page, stack.baseUrl, ADMIN, secrets, {
+      onStep: async (step) => {
+        const lang = await page.locator('html').getAttribute('lang');
+        seen[step] = { lang, title: (await page.locator('h1').textContent()).trim() };
+        if (step === 'login') {
+          seen.login.username = (await page.locator('label[for="username"]').textContent()).trim();
+          await screenshot(page, '16-server-sign-in-zh');
+        }
+      },
+    });
+    assert.deepEqual(seen.login, { lang: 'zh-CN', title: '登录', username: '用户名' });
+    assert.deepEqual(seen.totp, { lang: 'zh-CN', title: '两步验证' });
+    await page.getByRole('link', { name: '患者', exact: true }).waitFor();
+    await page.getByTestId('language-switch').selectOption('en');
+  });
 });

@@ -30,7 +30,10 @@ export function fhirBase(): string {
   return `${origin()}/fhir`;
 }
 
-/** Send the browser to the server's sign-in (password, then the TOTP step) with a fresh PKCE pair. */
+/**
+ * Send the browser to the server's sign-in (password, then the TOTP step) with a fresh PKCE pair. The
+ * server's pages follow `ui_locales` (OpenID Connect Core §3.1.2.1): the app's current language.
+ */
 export async function beginSignIn(returnTo: string, uiLocale: string): Promise<void> {
   const verifier = randomToken(48);
   const state = randomToken(16);
@@ -113,11 +116,12 @@ export async function revoke(token: string): Promise<void> {
 }
 
 /** End the server's sign-in session too (its cookie), then come back to the app's signed-out page. */
-export function serverLogoutUrl(reason: 'signed-out' | 'idle'): string {
+export function serverLogoutUrl(reason: 'signed-out' | 'idle', uiLocale: string): string {
   const params = new URLSearchParams({
     client_id: CLIENT_ID,
     post_logout_redirect_uri: redirectUri(),
     state: reason,
+    ui_locales: uiLocale, // OpenID Connect RP-Initiated Logout §2, should the server show its own page
   });
   return `/oauth2/logout?${params.toString()}`;
 }

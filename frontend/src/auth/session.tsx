@@ -103,9 +103,9 @@ export function SessionProvider({ children, language }: { children: ReactNode; l
       saveTokens(null);
       if (current?.refreshToken) await revoke(current.refreshToken);
       if (current) await revoke(current.accessToken);
-      window.location.assign(serverLogoutUrl(reason));
+      window.location.assign(serverLogoutUrl(reason, language()));
     },
-    [],
+    [language],
   );
 
   const signIn = useCallback(

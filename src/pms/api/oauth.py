@@ -43,6 +43,7 @@ from pms.api.oauth_pages import (
     signed_out_page,
     totp_page,
 )
+from pms.api.page_text import LANGUAGES, choose_language, plural, text
 from pms.audit.events import Actor, Outcome, Source, login_event, logout_event, token_event
 from pms.auth import pkce, totp
 from pms.auth.assertions import (
@@ -84,6 +85,7 @@ AUTHORIZE_PARAMS = (
     "code_challenge",
     "code_challenge_method",
     "nonce",
+    "ui_locales",  # OpenID Connect Core §3.1.2.1: the pages' language, carried through every step
 )
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 AUTH_METHODS = ("client_secret_basic", "private_key_jwt")
@@ -979,6 +981,7 @@ def smart_configuration(request: Request) -> dict[str, Any]:
         "scopes_supported": SCOPES_SUPPORTED,
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": [pkce.S256],
+        "ui_locales_supported": list(LANGUAGES),  # the sign-in pages' languages (OIDC Discovery §3)
         "capabilities": CAPABILITIES,
     }
 
@@ -1012,6 +1015,7 @@ def openid_configuration(request: Request) -> dict[str, Any]:
             "token_endpoint_auth_signing_alg_values_supported",
             "code_challenge_methods_supported",
             "scopes_supported",
+            "ui_locales_supported",
         )
     } | {
         "subject_types_supported": ["public"],
@@ -1071,17 +1075,24 @@ class AuthorizeRefusal(Exception):
     """Refused before (page) or after (redirect with `error`) the redirect URI is trusted."""
 
     def __init__(
-        self, error: str, description: str, *, redirect: tuple[str, str | None] | None = None
+        self,
+        error: str,
+        description: str,
+        *,
+        redirect: tuple[str, str | None] | None = None,
+        page_text: str | None = None,
     ) -> None:
         super().__init__(description)
         self.error = error
-        self.description = description
+        self.description = description  # English, for the app (error_description) and the audit trail
         self.redirect = redirect  # (redirect_uri, state) when the error goes back to the client
+        self.page_text = page_text  # the page_text key that tells the user, when the answer is a page
 
-    def response(self, request: Request) -> Response:
+    def response(self, request: Request, lang: str) -> Response:
         if self.redirect is None:
             # §4.1.2.1: never redirect to an unverified URI (no open redirector); tell the user instead.
-            return error_page(self.description)
+            message = text(lang, self.page_text) if self.page_text else self.description
+            return error_page(message, lang=lang)
         uri, state = self.redirect
         params = {"error": self.error, "error_description": self.description}
         if state:
@@ -1108,11 +1119,17 @@ async def validate_authorize(
     client_id = params.get("client_id")
     client = await identity.get_client(conn, client_id) if client_id else None
     if client is None or client.disabled:
-        raise AuthorizeRefusal("invalid_request", "Unknown or disabled application (client_id).")
+        raise AuthorizeRefusal(
+            "invalid_request", "Unknown or disabled application (client_id).", page_text="unknown_client"
+        )
     redirect_uri = params.get("redirect_uri")
     # Exact string match against the registration (OAuth Security BCP §4.1.3).
     if not redirect_uri or redirect_uri not in client.redirect_uris:
-        raise AuthorizeRefusal("invalid_request", "The redirect_uri is not registered for this application.")
+        raise AuthorizeRefusal(
+            "invalid_request",
+            "The redirect_uri is not registered for this application.",
+            page_text="unregistered_redirect",
+        )
     state = params.get("state")
     back = (redirect_uri, state)
     if params.get("response_type") != "code":
@@ -1158,6 +1175,7 @@ class _Flow:
     auth: AuthorizeRequest
     csrf: str
     now: datetime
+    lang: str  # the pages' language (page_text.choose_language)
     session: Session | None = None
     user: UserAccount | None = None
     new_session_cookie: str | None = None
@@ -1187,14 +1205,11 @@ def mfa_required(user: UserAccount, settings: Settings) -> bool:
     return user.totp_enabled or (settings.require_2fa_for_staff and staff)
 
 
-def _locked_message(until: datetime | None, now: datetime) -> str:
+def _locked_message(until: datetime | None, now: datetime, lang: str) -> str:
     if until is None:
-        return "Too many failed attempts. Try again later."
+        return text(lang, "locked")
     minutes = max(1, int((until - now).total_seconds() + 59) // 60)
-    return (
-        f"Too many failed attempts: this account is locked for {minutes} more minute"
-        f"{'s' if minutes != 1 else ''} (until {until.strftime('%H:%M')} UTC)."
-    )
+    return plural(lang, "locked_for", minutes, minutes=minutes, until=until.strftime("%H:%M"))
 
 
 async def _load_session(flow: _Flow) -> None:
@@ -1222,8 +1237,9 @@ async def _step_login(flow: _Flow, form: Mapping[str, str]) -> Response | None:
             params=flow.carried,
             csrf=flow.csrf,
             client_name=client_name,
+            lang=flow.lang,
             username=username,
-            error="Enter your username and password.",
+            error=text(flow.lang, "missing_credentials"),
             status=400,
         )
     result = await accounts.authenticate(flow.conn, username=username, password=password, now=flow.now)
@@ -1239,16 +1255,17 @@ async def _step_login(flow: _Flow, form: Mapping[str, str]) -> Response | None:
             client_id=flow.auth.client.client_id,
         )
         if result.status is AuthStatus.LOCKED:
-            message, status = _locked_message(result.locked_until, flow.now), 429
+            message, status = _locked_message(result.locked_until, flow.now, flow.lang), 429
         elif result.status is AuthStatus.DISABLED:
-            message, status = "This account is disabled. Contact your administrator.", 403
+            message, status = text(flow.lang, "account_disabled"), 403
         else:
-            message, status = "Wrong username or password.", 400
+            message, status = text(flow.lang, "wrong_password"), 400
         return login_page(
             action=flow.action,
             params=flow.carried,
             csrf=flow.csrf,
             client_name=client_name,
+            lang=flow.lang,
             username=username,
             error=message,
             status=status,
@@ -1292,11 +1309,16 @@ async def _step_totp(flow: _Flow, form: Mapping[str, str]) -> Response | None:
             client_id=flow.auth.client.client_id,
         )
         if result.status is AuthStatus.LOCKED:
-            message, status = _locked_message(result.locked_until, flow.now), 429
+            message, status = _locked_message(result.locked_until, flow.now, flow.lang), 429
         else:
-            message, status = "That code is not valid. Try the current code from your app.", 400
+            message, status = text(flow.lang, "bad_code"), 400
         return totp_page(
-            action=flow.action, params=flow.carried, csrf=flow.csrf, error=message, status=status
+            action=flow.action,
+            params=flow.carried,
+            csrf=flow.csrf,
+            lang=flow.lang,
+            error=message,
+            status=status,
         )
     await identity.pass_mfa(flow.conn, flow.session.session_hash)
     flow.session = _mfa_passed(flow.session)
@@ -1341,7 +1363,8 @@ async def _step_enroll(flow: _Flow, form: Mapping[str, str]) -> Response | None:
             csrf=flow.csrf,
             qr_svg=totp.qr_svg(uri),
             secret=secret,
-            error="That code is not valid. Check the app shows this account and try the current code.",
+            lang=flow.lang,
+            error=text(flow.lang, "bad_enroll_code"),
             status=400,
         )
     await identity.pass_mfa(flow.conn, flow.session.session_hash)
@@ -1353,10 +1376,12 @@ async def _step_enroll(flow: _Flow, form: Mapping[str, str]) -> Response | None:
         user=flow.user,
         client_id=flow.auth.client.client_id,
     )
-    return recovery_codes_page(action=flow.action, params=flow.carried, csrf=flow.csrf, codes=codes)
+    return recovery_codes_page(
+        action=flow.action, params=flow.carried, csrf=flow.csrf, codes=codes, lang=flow.lang
+    )
 
 
-def _patient_label(content: Mapping[str, Any], patient_id: str) -> str:
+def _patient_label(content: Mapping[str, Any], patient_id: str, lang: str) -> str:
     names = content.get("name") or []
     label = ""
     if names and isinstance(names[0], Mapping):
@@ -1366,8 +1391,11 @@ def _patient_label(content: Mapping[str, Any], patient_id: str) -> str:
         else:
             given = " ".join(str(g) for g in name.get("given") or [])
             label = ", ".join(part for part in (str(name.get("family") or ""), given) if part)
+    label = label or text(lang, "unnamed_patient")
     born = content.get("birthDate")
-    return f"{label or 'Unnamed patient'}{f' (born {born})' if born else ''} - id {patient_id}"
+    if born:
+        label = text(lang, "patient_born", name=label, born=born)
+    return text(lang, "patient_label", name=label, id=patient_id)
 
 
 async def _search_patients(flow: _Flow, query: str) -> list[PatientChoice]:
@@ -1385,7 +1413,7 @@ async def _search_patients(flow: _Flow, query: str) -> list[PatientChoice]:
     choices = []
     for match in result.matches:
         content = orjson.loads(match.content or b"{}")
-        choices.append(PatientChoice(match.id, _patient_label(content, match.id)))
+        choices.append(PatientChoice(match.id, _patient_label(content, match.id, flow.lang)))
     return choices
 
 
@@ -1421,11 +1449,18 @@ async def _next_page(flow: _Flow, *, approve: bool = False, error: str | None = 
     auth, user, session = flow.auth, flow.user, flow.session
     if session is None or user is None:
         return login_page(
-            action=flow.action, params=flow.carried, csrf=flow.csrf, client_name=auth.client.name, error=error
+            action=flow.action,
+            params=flow.carried,
+            csrf=flow.csrf,
+            client_name=auth.client.name,
+            lang=flow.lang,
+            error=error,
         )
     if mfa_required(user, flow.settings) and not session.mfa_passed:
         if user.totp_enabled:
-            return totp_page(action=flow.action, params=flow.carried, csrf=flow.csrf, error=error)
+            return totp_page(
+                action=flow.action, params=flow.carried, csrf=flow.csrf, lang=flow.lang, error=error
+            )
         enrollment = await accounts.enroll_totp(flow.conn, user_id=user.user_id)
         return enroll_page(
             action=flow.action,
@@ -1433,6 +1468,7 @@ async def _next_page(flow: _Flow, *, approve: bool = False, error: str | None = 
             csrf=flow.csrf,
             qr_svg=enrollment.qr_svg,
             secret=enrollment.secret,
+            lang=flow.lang,
             error=error,
         )
     context: dict[str, Any] = {}
@@ -1464,7 +1500,8 @@ async def _next_page(flow: _Flow, *, approve: bool = False, error: str | None = 
                 csrf=flow.csrf,
                 query="",
                 patients=choices,
-                error=error or ("That patient no longer exists." if chosen else None),
+                lang=flow.lang,
+                error=error or (text(flow.lang, "patient_gone") if chosen else None),
             )
         context["patient"] = chosen
     if "patient" in context:
@@ -1473,7 +1510,7 @@ async def _next_page(flow: _Flow, *, approve: bool = False, error: str | None = 
         label = None
         if "patient" in context:
             content = await _read_resource(flow, "Patient", context["patient"])
-            label = _patient_label(content or {}, context["patient"])
+            label = _patient_label(content or {}, context["patient"], flow.lang)
         return consent_page(
             action=flow.action,
             params=flow.carried,
@@ -1482,6 +1519,7 @@ async def _next_page(flow: _Flow, *, approve: bool = False, error: str | None = 
             scopes=auth.scope.split(),
             username=user.username,
             patient_label=label,
+            lang=flow.lang,
         )
     return await _issue_code(flow, user, session, context)
 
@@ -1515,11 +1553,11 @@ async def _authorize_step(flow: _Flow, step: str | None, form: Mapping[str, str]
     if step is None:
         return await _next_page(flow)
     if not hmac.compare_digest(form.get("csrf_token", ""), flow.request.cookies.get(CSRF_COOKIE, "")):
-        return await _next_page(flow, error="This form expired. Please try again.")
+        return await _next_page(flow, error=text(flow.lang, "form_expired"))
     if step == "login":
         return await _step_login(flow, form) or await _next_page(flow)
     if flow.session is None:
-        return await _next_page(flow, error="Your session ended. Please sign in again.")
+        return await _next_page(flow, error=text(flow.lang, "session_ended"))
     flow.patient_choice = form.get("patient") or None
     if step == "totp":
         return await _step_totp(flow, form) or await _next_page(flow)
@@ -1533,6 +1571,7 @@ async def _authorize_step(flow: _Flow, step: str | None, form: Mapping[str, str]
             csrf=flow.csrf,
             query=form.get("q", ""),
             patients=choices,
+            lang=flow.lang,
         )
     if step == "consent":
         if form.get("decision") != "approve":
@@ -1588,13 +1627,15 @@ _AUTHORIZE_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def authorize(request: Request) -> Response:
     """Query parameters (GET) or form fields (POST, SMART `authorize-post`): response_type=code,
     client_id, redirect_uri, scope, state, aud, code_challenge, code_challenge_method=S256, and
-    launch (EHR launch) / nonce. The HTML steps post back here with `step` and `csrf_token`."""
+    launch (EHR launch) / nonce, ui_locales (the pages' language, OpenID Connect Core §3.1.2.1; else
+    Accept-Language, else English). The HTML steps post back here with `step` and `csrf_token`."""
     if request.method == "POST":
         form, problem = await _read_form(request)
     else:
         form, problem = _parse_pairs(request.url.query)
+    lang = choose_language(form.get("ui_locales"), request.headers.get("accept-language"))
     if problem is not None:
-        return error_page(f"Malformed request: {problem}.")
+        return error_page(text(lang, "malformed", problem=problem), lang=lang)
     params = {name: form[name] for name in AUTHORIZE_PARAMS if name in form}
     step = form.get("step") if request.method == "POST" else None
     now = _now()
@@ -1611,9 +1652,9 @@ async def authorize(request: Request) -> Response:
                 client_id=params.get("client_id"),
                 grant_type="authorization_code",
             )
-            return refusal.response(request)
+            return refusal.response(request, lang)
         csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
-        flow = _Flow(request, conn, auth, csrf, now)
+        flow = _Flow(request, conn, auth, csrf, now, lang)
         try:
             response = await _authorize_step(flow, step, form)
         except AuthorizeRefusal as refusal:  # denied consent, a launch of another user, no patient
@@ -1627,7 +1668,7 @@ async def authorize(request: Request) -> Response:
                 client_id=auth.client.client_id,
                 grant_type="authorization_code",
             )
-            response = refusal.response(request)
+            response = refusal.response(request, lang)
         response = _finish(flow, response)
     return response
 
@@ -1780,14 +1821,16 @@ _LOGOUT_SUMMARY = "End the sign-in session and revoke the refresh tokens granted
 )
 async def logout(request: Request) -> Response:
     """Optional `client_id` + `post_logout_redirect_uri` (exactly a registered redirect URI of that
-    client) and `state` send the browser back to the app; otherwise a signed-out page."""
+    client) and `state` send the browser back to the app; otherwise a signed-out page, in the language of
+    `ui_locales` (OpenID Connect RP-Initiated Logout §2) or Accept-Language."""
     if request.method == "POST":
         form, _ = await _read_form(request)
     else:
         form, _ = _parse_pairs(request.url.query)
     cookie = request.cookies.get(SESSION_COOKIE)
     async with _db(request).transaction() as conn:
-        response: Response = signed_out_page()
+        lang = choose_language(form.get("ui_locales"), request.headers.get("accept-language"))
+        response: Response = signed_out_page(lang=lang)
         if cookie:
             session = await identity.revoke_session(conn, cookie=cookie)
             if session is not None:

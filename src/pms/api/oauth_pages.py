@@ -3,19 +3,19 @@
 Small server-rendered pages: every input has a label, errors are announced (`role="alert"`) and tied to
 their field (`aria-describedby`), no script and no external asset (a strict Content-Security-Policy
 forbids both), and every form carries the CSRF token. The pending authorization request travels in
-hidden fields and is validated again on every step (see oauth.py).
+hidden fields and is validated again on every step (see oauth.py), and so does `ui_locales`: every page is
+in the language `page_text.choose_language` picked for the request (`lang`), words from `page_text`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 
 from starlette.responses import HTMLResponse
 
-from pms.auth.scopes import Scope, parse_scope
+from pms.api.page_text import DEFAULT, describe_scope, html, text
 
 # Clickjacking (a consent button in a hidden frame) and injection defences; no form-action directive,
 # because browsers apply it to the redirect that follows the consent form.
@@ -71,15 +71,25 @@ def _described(error: str | None) -> str:
 
 
 def page(
-    title: str, body: str, *, status: int = 200, headers: Mapping[str, str] | None = None
+    title: str,
+    body: str,
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    lang: str = DEFAULT,
 ) -> HTMLResponse:
-    html = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+    """The page shell; `lang` is the language of `title` and `body` (a page_text language tag)."""
+    document = (
+        f'<!doctype html><html lang="{escape(lang)}"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{escape(title)} - PMS</title><style>{_STYLE}</style></head>"
         f"<body><main><h1>{escape(title)}</h1>{body}</main></body></html>"
     )
-    return HTMLResponse(html, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})})
+    return HTMLResponse(
+        document,
+        status_code=status,
+        headers={**SECURITY_HEADERS, "Content-Language": lang, **(headers or {})},
+    )
 
 
 def _form(action: str, step: str, params: Mapping[str, str], csrf: str, inner: str) -> str:
@@ -90,15 +100,13 @@ def _form(action: str, step: str, params: Mapping[str, str], csrf: str, inner: s
     )
 
 
-def error_page(
-    message: str, *, status: int = 400, title: str = "This request cannot be completed"
-) -> HTMLResponse:
-    body = (
-        f'<p role="alert">{escape(message)}</p>'
-        '<p class="note">Go back to the application you came from and try again. If the problem persists, '
-        "tell its developer or your administrator.</p>"
-    )
-    return page(title, body, status=status)
+def _strong(value: str) -> str:
+    return f"<strong>{escape(value)}</strong>"
+
+
+def error_page(message: str, *, lang: str, status: int = 400, title: str | None = None) -> HTMLResponse:
+    body = f'<p role="alert">{escape(message)}</p><p class="note">{html(lang, "error_note")}</p>'
+    return page(title or text(lang, "error_title"), body, status=status, lang=lang)
 
 
 def login_page(
@@ -107,37 +115,46 @@ def login_page(
     params: Mapping[str, str],
     csrf: str,
     client_name: str,
+    lang: str,
     username: str = "",
     error: str | None = None,
     status: int = 200,
 ) -> HTMLResponse:
     inner = (
         f"{_alert(error)}"
-        '<label for="username">Username</label>'
+        f'<label for="username">{html(lang, "username")}</label>'
         f'<input type="text" id="username" name="username" value="{escape(username)}" autocomplete="username"'
         f" required autofocus{_described(error)}>"
-        '<label for="password">Password</label>'
+        f'<label for="password">{html(lang, "password")}</label>'
         f'<input type="password" id="password" name="password" autocomplete="current-password" required'
         f"{_described(error)}>"
-        '<button type="submit">Sign in</button>'
+        f'<button type="submit">{html(lang, "sign_in")}</button>'
     )
-    body = f"<p><strong>{escape(client_name)}</strong> wants to connect to your health record.</p>"
-    return page("Sign in", body + _form(action, "login", params, csrf, inner), status=status)
+    body = f"<p>{html(lang, 'login_intro', client=_strong(client_name))}</p>"
+    form = _form(action, "login", params, csrf, inner)
+    return page(text(lang, "login_title"), body + form, status=status, lang=lang)
 
 
 def totp_page(
-    *, action: str, params: Mapping[str, str], csrf: str, error: str | None = None, status: int = 200
+    *,
+    action: str,
+    params: Mapping[str, str],
+    csrf: str,
+    lang: str,
+    error: str | None = None,
+    status: int = 200,
 ) -> HTMLResponse:
     inner = (
         f"{_alert(error)}"
-        '<label for="code">Code from your authenticator app</label>'
+        f'<label for="code">{html(lang, "totp_label")}</label>'
         '<input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code"'
         f' required autofocus aria-describedby="code-hint{" form-error" if error else ""}">'
-        '<p class="note" id="code-hint">Enter the 6-digit code, or one of your recovery codes '
-        "(like abcde-12345) if you do not have your phone.</p>"
-        '<button type="submit">Verify</button>'
+        f'<p class="note" id="code-hint">{html(lang, "totp_hint")}</p>'
+        f'<button type="submit">{html(lang, "verify")}</button>'
     )
-    return page("Two-step verification", _form(action, "totp", params, csrf, inner), status=status)
+    return page(
+        text(lang, "totp_title"), _form(action, "totp", params, csrf, inner), status=status, lang=lang
+    )
 
 
 def enroll_page(
@@ -147,35 +164,36 @@ def enroll_page(
     csrf: str,
     qr_svg: str,
     secret: str,
+    lang: str,
     error: str | None = None,
     status: int = 200,
 ) -> HTMLResponse:
     hidden = {**params, "enroll_secret": secret}
     inner = (
         f"{_alert(error)}"
-        "<p>Your account needs two-step verification. Scan this code with an authenticator app "
-        "(for example FreeOTP, Aegis or Google Authenticator):</p>"
+        f"<p>{html(lang, 'enroll_intro')}</p>"
         f'<div aria-hidden="true">{qr_svg}</div>'
-        f"<p>Or type this key into the app: <code>{escape(secret)}</code></p>"
-        '<label for="code">Code shown by the app</label>'
+        f"<p>{html(lang, 'enroll_key', key=f'<code>{escape(secret)}</code>')}</p>"
+        f'<label for="code">{html(lang, "enroll_label")}</label>'
         '<input type="text" id="code" name="code" inputmode="numeric" autocomplete="one-time-code"'
         f" required{_described(error)}>"
-        '<button type="submit">Turn on two-step verification</button>'
+        f'<button type="submit">{html(lang, "enroll_submit")}</button>'
     )
-    return page("Set up two-step verification", _form(action, "enroll", hidden, csrf, inner), status=status)
+    return page(
+        text(lang, "enroll_title"), _form(action, "enroll", hidden, csrf, inner), status=status, lang=lang
+    )
 
 
 def recovery_codes_page(
-    *, action: str, params: Mapping[str, str], csrf: str, codes: Sequence[str]
+    *, action: str, params: Mapping[str, str], csrf: str, codes: Sequence[str], lang: str
 ) -> HTMLResponse:
     items = "".join(f"<li><code>{escape(code)}</code></li>" for code in codes)
     inner = (
-        "<p>Two-step verification is on. Keep these recovery codes somewhere safe: each one signs you in "
-        "once if you lose your phone. They are shown only now.</p>"
-        f'<ul aria-label="Recovery codes">{items}</ul>'
-        '<button type="submit">I have saved my codes - continue</button>'
+        f"<p>{html(lang, 'recovery_intro')}</p>"
+        f'<ul aria-label="{html(lang, "recovery_list")}">{items}</ul>'
+        f'<button type="submit">{html(lang, "recovery_continue")}</button>'
     )
-    return page("Save your recovery codes", _form(action, "continue", params, csrf, inner))
+    return page(text(lang, "recovery_title"), _form(action, "continue", params, csrf, inner), lang=lang)
 
 
 def picker_page(
@@ -185,13 +203,14 @@ def picker_page(
     csrf: str,
     query: str,
     patients: Sequence[PatientChoice],
+    lang: str,
     error: str | None = None,
     status: int = 200,
 ) -> HTMLResponse:
     search = (
-        '<label for="q">Find a patient by name</label>'
+        f'<label for="q">{html(lang, "picker_search")}</label>'
         f'<input type="search" id="q" name="q" value="{escape(query)}" autofocus>'
-        '<button type="submit" class="secondary">Search</button>'
+        f'<button type="submit" class="secondary">{html(lang, "search")}</button>'
     )
     body = _alert(error) + _form(action, "search", params, csrf, search)
     if patients:
@@ -201,13 +220,13 @@ def picker_page(
             for p in patients
         )
         choose = (
-            f'<fieldset class="patients"><legend>Choose the patient</legend>{options}</fieldset>'
-            '<button type="submit">Continue with this patient</button>'
+            f'<fieldset class="patients"><legend>{html(lang, "picker_legend")}</legend>{options}</fieldset>'
+            f'<button type="submit">{html(lang, "picker_continue")}</button>'
         )
         body += _form(action, "pick", params, csrf, choose)
     elif query:
-        body += '<p role="status">No patient matches that name.</p>'
-    return page("Select a patient", body, status=status)
+        body += f'<p role="status">{html(lang, "picker_none")}</p>'
+    return page(text(lang, "picker_title"), body, status=status, lang=lang)
 
 
 def consent_page(
@@ -219,66 +238,23 @@ def consent_page(
     scopes: Sequence[str],
     username: str,
     patient_label: str | None,
+    lang: str,
 ) -> HTMLResponse:
-    items = "".join(f"<li>{escape(describe_scope(scope))}</li>" for scope in scopes)
-    patient = f"<p>Patient: <strong>{escape(patient_label)}</strong></p>" if patient_label is not None else ""
-    inner = (
-        f"<p><strong>{escape(client_name)}</strong> asks to:</p>"
-        f'<ul class="scopes">{items}</ul>{patient}'
-        f'<p class="note">Signed in as {escape(username)}.</p>'
-        '<button type="submit" name="decision" value="approve">Allow</button> '
-        '<button type="submit" name="decision" value="deny" class="secondary">Deny</button>'
+    items = "".join(f"<li>{escape(describe_scope(scope, lang))}</li>" for scope in scopes)
+    patient = (
+        f"<p>{html(lang, 'consent_patient', patient=_strong(patient_label))}</p>"
+        if patient_label is not None
+        else ""
     )
-    return page("Allow access?", _form(action, "consent", params, csrf, inner))
+    inner = (
+        f"<p>{html(lang, 'consent_intro', client=_strong(client_name))}</p>"
+        f'<ul class="scopes">{items}</ul>{patient}'
+        f'<p class="note">{html(lang, "consent_user", username=escape(username))}</p>'
+        f'<button type="submit" name="decision" value="approve">{html(lang, "allow")}</button> '
+        f'<button type="submit" name="decision" value="deny" class="secondary">{html(lang, "deny")}</button>'
+    )
+    return page(text(lang, "consent_title"), _form(action, "consent", params, csrf, inner), lang=lang)
 
 
-def signed_out_page() -> HTMLResponse:
-    return page("Signed out", "<p>You are signed out. You can close this window.</p>")
-
-
-# -- scopes in plain words (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html) --------
-
-_OTHER_SCOPES = {
-    "openid": "Confirm who you are",
-    "fhirUser": "See your user profile (who you are in the record)",
-    "profile": "See your user profile (who you are in the record)",
-    "launch": "Open in the context of your current session (patient, encounter)",
-    "launch/patient": "Work with one patient you choose",
-    "launch/encounter": "Work with one encounter",
-    "offline_access": "Keep access after you sign out",
-    "online_access": "Keep access while you stay signed in",
-}
-_VERBS = (
-    ("read", "read"),
-    ("search", "search"),
-    ("create", "create"),
-    ("update", "change"),
-    ("delete", "delete"),
-)
-
-
-def _words(resource_type: str) -> str:
-    if resource_type == "*":
-        return "all kinds of records"
-    return re.sub(r"(?<!^)(?=[A-Z])", " ", resource_type).lower() + " records"
-
-
-def _describe(scope: Scope) -> str:
-    verbs = [word for interaction, word in _VERBS if interaction in scope.interactions]
-    action = ", ".join(verbs[:-1]) + f" and {verbs[-1]}" if len(verbs) > 1 else (verbs or ["use"])[0]
-    whose = {
-        "patient": "of the selected patient",
-        "user": "that you are allowed to see",
-        "system": "(system-wide)",
-    }[scope.context]
-    limited = " (only those matching: " + scope.text.split("?", 1)[1] + ")" if scope.restriction else ""
-    return f"{action.capitalize()} {_words(scope.resource_type)} {whose}{limited}"
-
-
-def describe_scope(text: str) -> str:
-    """A SMART scope in plain words, e.g. `patient/Observation.rs` -> "Read and search observation
-    records of the selected patient"."""
-    if text in _OTHER_SCOPES:
-        return _OTHER_SCOPES[text]
-    scope = parse_scope(text)
-    return _describe(scope) if scope is not None else text
+def signed_out_page(*, lang: str) -> HTMLResponse:
+    return page(text(lang, "signed_out_title"), f"<p>{html(lang, 'signed_out')}</p>", lang=lang)

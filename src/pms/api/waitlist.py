@@ -2,7 +2,8 @@
 
 A GET never changes anything (mail and chat apps open links to preview them); the buttons POST. The
 signed link names the offer; whoever holds it answers for the patient it was sent to, and the answer is
-audited as that patient's.
+audited as that patient's. The pages speak the message's language (the link's `lang`, kept in the form),
+else the browser's (Accept-Language), else English: words from page_text.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse
 
 from pms.api.oauth_pages import page
+from pms.api.page_text import choose_language, text, when
 from pms.audit import events
 from pms.auth.tokens import InvalidToken
 from pms.domains.scheduling import offers
@@ -28,18 +30,22 @@ from pms.storage.units import SystemUnits
 
 router = APIRouter(prefix="/api", tags=["waitlist"])
 
-ANSWERS = {
-    "accepted": ("Booked - see you then.", "已预约成功，届时见。"),
-    "declined": ("Thank you - we offered the time to someone else.", "谢谢，我们已将该时间提供给其他人。"),
-    "expired": ("Sorry, this offer has expired.", "抱歉，此预约邀请已过期。"),
-    "withdrawn": ("Sorry, this time is no longer available.", "抱歉，该时间已不可用。"),
-    "unknown": ("This offer is not known.", "找不到此预约邀请。"),
+ANSWERS = {  # an offer's state -> the page_text key that tells the patient
+    "accepted": "offer_accepted",
+    "declined": "offer_declined",
+    "expired": "offer_expired",
+    "withdrawn": "offer_withdrawn",
+    "unknown": "offer_unknown",
 }
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    """The same page shell, style and security headers as the sign-in pages."""
-    return page(title, body, status=status)
+def _language(request: Request, requested: str | None) -> str:
+    return choose_language(requested, request.headers.get("accept-language"))
+
+
+def _page(lang: str, title: str, message: str, status: int = 200) -> HTMLResponse:
+    """The same page shell, style and security headers as the sign-in pages; one paragraph of text."""
+    return page(text(lang, title), f"<p>{html.escape(text(lang, message))}</p>", status=status, lang=lang)
 
 
 async def _verified_offer(request: Request, offer_id: uuid.UUID, token: str) -> bool:
@@ -55,26 +61,36 @@ async def _verified_offer(request: Request, offer_id: uuid.UUID, token: str) -> 
     "/waitlist-offers/{offer_id}", response_class=HTMLResponse, summary="The page a waitlist offer link opens"
 )
 async def offer_page(
-    request: Request, offer_id: uuid.UUID, token: str = Query(), answer: str = Query("accept")
+    request: Request,
+    offer_id: uuid.UUID,
+    token: str = Query(),
+    answer: str = Query("accept"),
+    lang: str = Query(""),
 ) -> HTMLResponse:
+    lang = lang[:100]
+    language = _language(request, lang)
     if not await _verified_offer(request, offer_id, token):
-        return _page("Link not valid / 链接无效", "<p>This link is not valid or has expired.</p>", 401)
+        return _page(language, "link_invalid_title", "link_invalid", 401)
     units: SystemUnits = request.app.state.units
     config: SchedulingConfig = request.app.state.scheduling
     async with units.db.reader() as conn:
         offer = await offers.peek(conn, offer_id)
     if offer is None or offer.state != "offered":
-        english, chinese = ANSWERS[offer.state if offer else "unknown"]
-        return _page("Waitlist / 候补", f"<p>{html.escape(english)}</p><p>{html.escape(chinese)}</p>")
-    when = offer.interval.start.astimezone(config.zone).strftime("%A %d %B %Y, %H:%M")
-    safe_token = html.escape(token, quote=True)
-    buttons = "".join(
-        f"<form method='post'><input type='hidden' name='token' value='{safe_token}'>"
-        f"<input type='hidden' name='answer' value='{value}'><button type='submit'"
-        f"{' autofocus' if value == answer else ''}>{label}</button></form>"
-        for value, label in (("accept", "Accept / 接受"), ("decline", "Decline / 放弃"))
+        return _page(language, "waitlist_title", ANSWERS[offer.state if offer else "unknown"])
+    start = when(language, offer.interval.start.astimezone(config.zone))
+    hidden = "".join(
+        f"<input type='hidden' name='{name}' value='{html.escape(value, quote=True)}'>"
+        for name, value in (("token", token), ("lang", lang))
+        if value
     )
-    return _page("An earlier appointment / 更早的预约", f"<p>{html.escape(when)}</p>{buttons}")
+    buttons = "".join(
+        f"<form method='post'>{hidden}"
+        f"<input type='hidden' name='answer' value='{value}'><button type='submit'"
+        f"{' autofocus' if value == answer else ''}>{html.escape(text(language, value))}</button></form>"
+        for value in ("accept", "decline")
+    )
+    body = f"<p>{html.escape(start)}</p>{buttons}"
+    return page(text(language, "offer_title"), body, lang=language)
 
 
 @router.post(
@@ -85,10 +101,11 @@ async def answer_offer(request: Request, offer_id: uuid.UUID) -> HTMLResponse:
         parse_qsl((await request.body())[:8192].decode(errors="replace"))
     )  # the page's own small form
     token, answer = form.get("token", ""), form.get("answer", "")
+    language = _language(request, form.get("lang", "")[:100])
     if answer not in ("accept", "decline"):
-        return _page("Waitlist / 候补", "<p>Choose accept or decline.</p>", 400)
+        return _page(language, "waitlist_title", "choose_answer", 400)
     if not await _verified_offer(request, offer_id, token):
-        return _page("Link not valid / 链接无效", "<p>This link is not valid or has expired.</p>", 401)
+        return _page(language, "link_invalid_title", "link_invalid", 401)
     units: SystemUnits = request.app.state.units
     config: SchedulingConfig = request.app.state.scheduling
     settings = request.app.state.settings
@@ -113,5 +130,4 @@ async def answer_offer(request: Request, offer_id: uuid.UUID) -> HTMLResponse:
                     actor=actor,
                 )
             )
-    english, chinese = ANSWERS[state]
-    return _page("Waitlist / 候补", f"<p>{html.escape(english)}</p><p>{html.escape(chinese)}</p>")
+    return _page(language, "waitlist_title", ANSWERS[state])

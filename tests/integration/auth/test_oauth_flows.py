@@ -424,6 +424,8 @@ class TestDiscovery:
                 assert config["issuer"] == world.fhir
                 assert config["id_token_signing_alg_values_supported"] == ["RS256"]
                 assert config["jwks_uri"] == world.smart["jwks_uri"]
+                assert config["ui_locales_supported"] == ["en", "zh-CN"]
+        assert world.smart["ui_locales_supported"] == ["en", "zh-CN"]
 
     async def test_jwks(self, world: World) -> None:
         async with httpx.AsyncClient() as http:
@@ -551,6 +553,159 @@ class TestStandaloneLaunch:
         assert "<script" not in page.text and "http://" not in page.text.replace(world.server_url, "")
         cookie = page.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=lax" in cookie.replace("Lax", "lax")
+
+
+# -- the pages' language (OpenID Connect Core §3.1.2.1 ui_locales, else Accept-Language, else English) ----
+
+
+def page_lang(page: httpx.Response) -> str:
+    start = page.text.index('<html lang="') + len('<html lang="')
+    return page.text[start : page.text.index('"', start)]
+
+
+class TestPageLanguage:
+    """Every step of the sign-in in Chinese when the app asks for it with `ui_locales` (carried through the
+    steps in the hidden fields) or when only the browser's Accept-Language says so."""
+
+    async def _walk_in_chinese(self, world: World, browser: Browser, **params: str) -> None:
+        staff = await _new_staff(world, "zh")
+        scope = "launch/patient openid fhirUser patient/*.rs offline_access"
+        url = authorize_url(world, world.public_app, verifier=pkce.make_verifier(), scope=scope, **params)
+
+        login = await browser.get(url)
+        assert login.status_code == 200 and page_lang(login) == "zh-CN"
+        assert login.headers["content-language"] == "zh-CN"
+        assert "<title>登录 - PMS</title>" in login.text
+        assert '<label for="username">用户名</label>' in login.text
+        assert '<label for="password">密码</label>' in login.text
+        assert '<button type="submit">登录</button>' in login.text
+        assert f"<strong>Patient app {world.tag}</strong> 请求连接到您的健康档案" in login.text
+        assert forms_of(login.text)["login"].fields.get("ui_locales") == params.get("ui_locales")
+
+        wrong = await browser.submit(login, "login", username=staff.username, password="not-it")
+        assert wrong.status_code == 400 and page_lang(wrong) == "zh-CN"
+        assert "用户名或密码错误。" in wrong.text
+
+        enroll = await browser.submit(wrong, "login", username=staff.username, password=PASSWORD)
+        assert (
+            enroll.status_code == 200 and page_lang(enroll) == "zh-CN" and "enroll" in forms_of(enroll.text)
+        )
+        assert "设置两步验证" in enroll.text and "启用两步验证" in enroll.text
+        secret = forms_of(enroll.text)["enroll"].fields["enroll_secret"]
+        bad = await browser.submit(enroll, "enroll", code="000000")
+        assert bad.status_code == 400 and "验证码无效" in bad.text and page_lang(bad) == "zh-CN"
+        codes = await browser.submit(bad, "enroll", code=pyotp.TOTP(secret).now())
+        assert page_lang(codes) == "zh-CN" and "保存您的恢复码" in codes.text
+        assert 'aria-label="恢复码"' in codes.text and "我已保存恢复码，继续" in codes.text
+
+        picker = await browser.submit(codes, "continue")
+        assert page_lang(picker) == "zh-CN" and "search" in forms_of(picker.text)
+        assert "<title>选择患者 - PMS</title>" in picker.text
+        assert '<label for="q">按姓名查找患者</label>' in picker.text and ">搜索</button>" in picker.text
+        found = await browser.submit(picker, "search", q=f"Zz{world.tag}")
+        assert page_lang(found) == "zh-CN" and "<legend>选择患者</legend>" in found.text
+        assert f"Zz{world.tag}, Bob（出生日期 1980-01-02） - 编号 {world.patients[1]}" in found.text
+        nobody = await browser.submit(picker, "search", q=f"Nobody{world.tag}")
+        assert "没有与该姓名匹配的患者。" in nobody.text
+
+        consent = await browser.submit(found, "pick", patient=world.patients[1])
+        assert page_lang(consent) == "zh-CN" and "consent" in forms_of(consent.text)
+        assert "<title>允许访问？ - PMS</title>" in consent.text
+        assert "读取和搜索所选患者的所有类型的记录" in consent.text
+        assert "处理您选择的一位患者的信息" in consent.text and "确认您的身份" in consent.text
+        assert f"患者：<strong>Zz{world.tag}, Bob" in consent.text
+        assert f"当前登录用户：{staff.username}。" in consent.text
+        assert ">允许</button>" in consent.text and ">拒绝</button>" in consent.text
+        done = await browser.submit(consent, "consent", decision="approve")
+        assert done.status_code == 303 and "code=" in done.headers["location"]
+
+        # A new browser session: the password, then the TOTP step, still in Chinese.
+        async with httpx.AsyncClient(
+            base_url=world.server_url, headers=browser.http.headers, timeout=60
+        ) as fresh:
+            again = Browser.wrap(fresh)
+            login = await again.get(url)
+            totp_page = await again.submit(login, "login", username=staff.username, password=PASSWORD)
+            assert page_lang(totp_page) == "zh-CN" and "totp" in forms_of(totp_page.text)
+            assert "<title>两步验证 - PMS</title>" in totp_page.text
+            assert '<label for="code">身份验证器应用中的验证码</label>' in totp_page.text
+            assert '<button type="submit">验证</button>' in totp_page.text
+            wrong_code = await again.submit(totp_page, "totp", code="000000")
+            assert (
+                wrong_code.status_code == 400
+                and "验证码无效。请输入应用中当前显示的验证码。" in wrong_code.text
+            )
+            assert page_lang(wrong_code) == "zh-CN"
+
+    async def test_ui_locales_zh_cn_through_every_step(self, world: World, browser: Browser) -> None:
+        await self._walk_in_chinese(world, browser, ui_locales="zh-CN")
+
+    async def test_accept_language_when_the_app_does_not_say(self, world: World, browser: Browser) -> None:
+        browser.http.headers["Accept-Language"] = "zh-CN,zh;q=0.9"
+        await self._walk_in_chinese(world, browser)
+
+    async def test_ui_locales_in_order_of_preference(self, world: World, browser: Browser) -> None:
+        url = authorize_url(world, world.public_app, verifier=pkce.make_verifier(), ui_locales="tlh fr-CA zh")
+        page = await browser.get(url)
+        assert page_lang(page) == "zh-CN" and "用户名" in page.text
+
+    async def test_ui_locales_win_over_accept_language(self, world: World, browser: Browser) -> None:
+        browser.http.headers["Accept-Language"] = "zh-CN,zh;q=0.9"
+        url = authorize_url(world, world.public_app, verifier=pkce.make_verifier(), ui_locales="en-GB")
+        page = await browser.get(url)
+        assert page_lang(page) == "en" and '<label for="username">Username</label>' in page.text
+
+    @pytest.mark.parametrize(
+        ("ui_locales", "accept_language"),
+        [("fr-FR tlh", None), (None, "fr-FR,de;q=0.9"), ("xx", "zh-TW"), (None, None)],
+    )
+    async def test_unknown_locale_falls_back_to_english(
+        self, world: World, browser: Browser, ui_locales: str | None, accept_language: str | None
+    ) -> None:
+        if accept_language is not None:
+            browser.http.headers["Accept-Language"] = accept_language
+        extra = {"ui_locales": ui_locales} if ui_locales is not None else {}
+        url = authorize_url(world, world.public_app, verifier=pkce.make_verifier(), **extra)
+        page = await browser.get(url)
+        assert page.status_code == 200 and page_lang(page) == "en"
+        assert page.headers["content-language"] == "en"
+        assert '<label for="username">Username</label>' in page.text and ">Sign in</button>" in page.text
+        wrong = await browser.submit(page, "login", username=world.portal.username, password="not-it")
+        assert page_lang(wrong) == "en" and "Wrong username or password." in wrong.text
+
+    async def test_refusals_and_messages_in_chinese(self, world: World, browser: Browser) -> None:
+        unknown = await browser.get(
+            f"/oauth2/authorize?{urlencode({'client_id': 'nobody', 'ui_locales': 'zh-CN'})}"
+        )
+        assert unknown.status_code == 400 and page_lang(unknown) == "zh-CN"
+        assert "应用程序未知或已停用（client_id）。" in unknown.text and "无法完成此请求" in unknown.text
+        query = urlencode({"client_id": world.public_app.client_id, "redirect_uri": "https://evil.example/"})
+        browser.http.headers["Accept-Language"] = "zh"
+        unregistered = await browser.get(f"/oauth2/authorize?{query}")
+        assert "此应用程序未登记该 redirect_uri。" in unregistered.text
+        repeated = await browser.get("/oauth2/authorize?state=a&state=b")
+        assert (
+            page_lang(repeated) == "zh-CN"
+            and "请求格式不正确：parameter state is repeated。" in repeated.text
+        )
+
+        url = authorize_url(world, world.public_app, verifier=pkce.make_verifier(), ui_locales="zh-CN")
+        login = await browser.get(url)
+        fields = forms_of(login.text)["login"].fields | {"csrf_token": "forged"}
+        expired = await browser.http.post("/oauth2/authorize", data=fields)
+        assert page_lang(expired) == "zh-CN" and "此表单已过期。请重试。" in expired.text
+        empty = await browser.submit(login, "login", username="", password="")
+        assert "请输入用户名和密码。" in empty.text
+        fields = forms_of(login.text)["login"].fields | {"step": "consent", "decision": "approve"}
+        ended = await browser.http.post("/oauth2/authorize", data=fields)
+        assert page_lang(ended) == "zh-CN" and "您的会话已结束。请重新登录。" in ended.text
+
+    async def test_signed_out_page(self, world: World, browser: Browser) -> None:
+        page = await browser.get("/oauth2/logout?ui_locales=zh-CN")
+        assert page.status_code == 200 and page_lang(page) == "zh-CN" and "您已退出登录" in page.text
+        browser.http.headers["Accept-Language"] = "zh-CN,zh;q=0.9"
+        assert "已退出登录" in (await browser.get("/oauth2/logout")).text
+        assert page_lang(await browser.get("/oauth2/logout?ui_locales=en")) == "en"
 
 
 # -- EHR launch ---------------------------------------------------------------------------------------------

@@ -165,6 +165,56 @@ class TestWaitlist:
         assert (await clinic.http.get(f"/Appointment/{offer.hold_id}")).json()["status"] == "booked"
         assert (await clinic.http.get(f"/Appointment/{entry['id']}")).json()["status"] == "cancelled"
 
+    async def test_pages_speak_the_message_language(
+        self, clinic: Clinic, worker: Worker, server_url: str
+    ) -> None:
+        staff = await clinic.practitioner()
+        patient = (
+            await clinic.create(
+                {
+                    "resourceType": "Patient",
+                    "name": [{"family": f"Wang{clinic.tag}"}],
+                    "communication": [
+                        {"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "zh"}]}}
+                    ],
+                }
+            )
+        )["id"]
+        await waitlist_entry(clinic, patient, staff, priority=5)
+        start, end = await book_and_cancel(clinic, staff, 14)
+        offer = await worker.jobs.offer_freed_time(start, end, [staff.ref])
+        assert offer is not None and offer.patient == f"Patient/{patient}"
+        message = await clinic.http.get(
+            "/Communication", params={"recipient": f"Patient/{patient}", "category": "waitlist-offer"}
+        )
+        text = message.json()["entry"][0]["resource"]["payload"][0]["contentString"]
+        decline = next(line for line in text.splitlines() if line.startswith("放弃："))[3:]
+        assert parse_qs(urlsplit(decline).query)["lang"] == ["zh"]  # the message's language
+        async with httpx.AsyncClient(timeout=60) as http:
+            page = await http.get(local(decline, server_url))
+            assert page.status_code == 200 and '<html lang="zh-CN">' in page.text
+            assert "<h1>更早的预约</h1>" in page.text and "年" in page.text and "星期" in page.text
+            assert ">接受</button>" in page.text and " autofocus>放弃</button>" in page.text
+            # Without lang (an old link), the browser's language; otherwise English.
+            bare = local(decline, server_url).replace("&lang=zh", "").replace("lang=zh&", "")
+            chinese = await http.get(bare, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+            assert '<html lang="zh-CN">' in chinese.text and ">接受</button>" in chinese.text
+            english = await http.get(bare, headers={"Accept-Language": "fr"})
+            assert '<html lang="en">' in english.text and ">Accept</button>" in english.text
+            assert "年" not in english.text
+            token = parse_qs(urlsplit(decline).query)["token"][0]
+            answered = await http.post(
+                local(decline, server_url).split("?")[0],
+                data={"token": token, "answer": "decline", "lang": "zh"},
+            )
+            assert answered.status_code == 200 and '<html lang="zh-CN">' in answered.text
+            assert "谢谢，我们已将该时间提供给其他人。" in answered.text and "Thank you" not in answered.text
+            invalid = await http.post(
+                local(decline, server_url).split("?")[0],
+                data={"token": token[:-4] + "AAAA", "answer": "accept", "lang": "zh"},
+            )
+            assert invalid.status_code == 401 and "链接无效" in invalid.text
+
     async def test_decline_passes_the_time_to_the_next_candidate(
         self, clinic: Clinic, worker: Worker
     ) -> None:

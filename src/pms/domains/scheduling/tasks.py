@@ -24,16 +24,22 @@ class SchedulingJobs:
     links: LinkSigner
     hold_minutes: int
 
-    async def _offer_links(self, offer: Offer) -> tuple[str, str]:
+    async def _offer_links(self, offer: Offer, language: str = "en") -> tuple[str, str]:
+        """The accept and decline links; `lang` (the message's language) sets the page's language."""
         lifetime = self.hold_minutes * 60 + 24 * 3600  # an answer after the hold still gets a clear reply
         path = f"/api/waitlist-offers/{offer.offer_id}"
-        accept = await self.links.url(
-            path, purpose=OFFER_PURPOSE, subject=str(offer.offer_id), lifetime=lifetime, answer="accept"
-        )
-        decline = await self.links.url(
-            path, purpose=OFFER_PURPOSE, subject=str(offer.offer_id), lifetime=lifetime, answer="decline"
-        )
-        return accept, decline
+        links = [
+            await self.links.url(
+                path,
+                purpose=OFFER_PURPOSE,
+                subject=str(offer.offer_id),
+                lifetime=lifetime,
+                answer=answer,
+                lang=language,
+            )
+            for answer in ("accept", "decline")
+        ]
+        return links[0], links[1]
 
     async def offer_freed_time(self, start: datetime, end: datetime, actors: list[str]) -> Offer | None:
         async with self.units.transaction() as repo:

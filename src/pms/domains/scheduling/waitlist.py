@@ -29,8 +29,9 @@ from pms.domains.scheduling.visit_types import appointment_visit_type
 WAITLIST_ENTRY_URL = f"{BASE}/StructureDefinition/waitlist-entry"  # on a hold: the entry it serves
 MESSAGE_KIND_SYSTEM = f"{BASE}/CodeSystem/message-kind"
 
-# an offer -> its accept and decline URLs (signed links; api/waitlist.py answers them)
-LinkMaker = Callable[[Offer], Awaitable[tuple[str, str]]]
+# an offer and the patient's language -> its accept and decline URLs (signed links; api/waitlist.py answers
+# them, in that language)
+LinkMaker = Callable[[Offer, str], Awaitable[tuple[str, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +174,7 @@ class Waitlist:
         """The offer as a Communication (status in-progress until the worker delivers it)."""
         patient = await self.store.read("Patient", offer.patient.split("/", 1)[1])
         language = preferred_language(patient)
-        accept, decline = await links(offer)
+        accept, decline = await links(offer, language)
         when = offer.interval.start.astimezone(self.config.zone).strftime("%Y-%m-%d %H:%M")
         text = offer_text(
             language, when=when, accept=accept, decline=decline, hours=self.hold.total_seconds() / 3600
