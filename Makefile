@@ -48,11 +48,12 @@ frontend-deps: $(FRONTEND)/node_modules/.installed
 frontend: frontend-deps
 	cd $(FRONTEND) && npm run build
 
-# The end-to-end tests drive the machine's Chromium (never a downloaded browser): install it when missing.
+# The end-to-end tests drive the machine's Chromium (never a downloaded browser): install it when missing,
+# with a CJK font so that the screenshots of the Chinese screens show characters, not boxes.
 chromium:
-	@if [ ! -x $(CHROMIUM) ]; then \
-		echo "Installing Chromium for the end-to-end tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	@if [ ! -x $(CHROMIUM) ] || ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
+		echo "Installing Chromium and a CJK font for the end-to-end tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei; \
 	fi
 
 # Component tests (vitest), then the real stack (API + PostgreSQL + Redis) in Chromium (node --test).
