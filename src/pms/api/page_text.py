@@ -1,5 +1,6 @@
 """The words of the server's own HTML pages (sign-in, second factor, patient picker, consent, sign-out,
-waitlist answers) in each language, and the choice of language for a request.
+waitlist answers, reminder confirm/cancel links) in each language, and the choice of language for a
+request.
 
 The language: the first tag of OpenID Connect Core 1.0 §3.1.2.1 `ui_locales` (space-separated BCP 47 tags,
 most preferred first) that we have words for, else the browser's `Accept-Language` (RFC 9110 §12.5.4, by
@@ -116,6 +117,20 @@ TEXTS: dict[str, dict[str, str]] = {
         "offer_expired": "Sorry, this offer has expired.",
         "offer_withdrawn": "Sorry, this time is no longer available.",
         "offer_unknown": "This offer is not known.",
+        # reminder confirm / cancel links
+        "confirm_title": "Confirm your appointment",
+        "cancel_title": "Cancel your appointment",
+        "appointment_on": "Appointment on {when}.",
+        "confirm": "Confirm",
+        "cancel_appointment": "Cancel the appointment",
+        "appointment_gone_title": "Appointment not found",
+        "appointment_gone": "This appointment no longer exists.",
+        "link_refused_title": "This link cannot be used",
+        "link_refused": "The link is invalid or has expired.",
+        "reply_confirmed": "Thank you: your appointment is confirmed.",
+        "reply_cancelled": "Your appointment is cancelled. The time is free for someone else.",
+        "reply_already-cancelled": "This appointment was already cancelled.",
+        "reply_closed": "This appointment can no longer be changed online. Please call the clinic.",
         # scopes that are not resource scopes
         "scope_openid": "Confirm who you are",
         "scope_fhirUser": "See your user profile (who you are in the record)",
@@ -196,6 +211,19 @@ TEXTS: dict[str, dict[str, str]] = {
         "offer_expired": "抱歉，此预约邀请已过期。",
         "offer_withdrawn": "抱歉，该时间已不可用。",
         "offer_unknown": "找不到此预约邀请。",
+        "confirm_title": "确认您的预约",
+        "cancel_title": "取消您的预约",
+        "appointment_on": "预约时间：{when}。",
+        "confirm": "确认",
+        "cancel_appointment": "取消预约",
+        "appointment_gone_title": "找不到预约",
+        "appointment_gone": "此预约已不存在。",
+        "link_refused_title": "此链接无法使用",
+        "link_refused": "此链接无效或已过期。",
+        "reply_confirmed": "谢谢，您的预约已确认。",
+        "reply_cancelled": "您的预约已取消，该时间已留给其他人。",
+        "reply_already-cancelled": "此预约此前已被取消。",
+        "reply_closed": "此预约已无法在线更改，请致电诊所。",
         "scope_openid": "确认您的身份",
         "scope_fhirUser": "查看您的用户资料（您在档案中的身份）",
         "scope_profile": "查看您的用户资料（您在档案中的身份）",

@@ -12,6 +12,7 @@ import pytest
 from tests.integration.worker.conftest import Mailbox
 from tests.integration.worker.helpers import appointment, email_of, patient
 
+from pms.api.page_text import when
 from pms.config import Settings
 from pms.domains.reminders.sweep import Reminders, sweep
 
@@ -19,10 +20,10 @@ LINK = re.compile(r"https://clinic\.test(/api/appointments/\S+)")
 
 
 async def links(
-    client: httpx.AsyncClient, reminders: Reminders, mailbox: Mailbox, now: datetime
+    client: httpx.AsyncClient, reminders: Reminders, mailbox: Mailbox, now: datetime, language: str = "en"
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """A patient, their booked appointment, and the {action: path} links of the reminder they got."""
-    person = await patient(client, mobile=False)
+    person = await patient(client, mobile=False, language=language)
     booked = await appointment(client, person, start=now + timedelta(hours=1))
     assert (await sweep(reminders, now=now)).sent == 1
     [mail] = mailbox.to(email_of(person))
@@ -38,8 +39,9 @@ async def current(client: httpx.AsyncClient, booked: dict[str, Any]) -> dict[str
 
 
 def form(path: str) -> dict[str, str]:
+    """What the page's form posts: the link's action, token and language."""
     query = dict(httpx.URL(path).params)
-    return {"action": query["action"], "token": query["token"]}
+    return {name: query[name] for name in ("action", "token", "lang") if name in query}
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ class TestConfirm:
         assert page.status_code == 200 and '<form method="post">' in page.text
         start = datetime.fromisoformat(booked["start"].replace("Z", "+00:00"))
         local = start.astimezone(ZoneInfo(settings.clinic_timezone))  # the session app's clinic zone
-        assert local.utcoffset() and f"{local:%Y-%m-%d %H:%M}" in page.text
+        assert local.utcoffset() and when("en", local) in page.text and '<html lang="en">' in page.text
         assert (await current(client, booked))["meta"]["versionId"] == "1"
 
         done = await web.post(paths["confirm"].split("?")[0], data=form(paths["confirm"]))
@@ -112,6 +114,31 @@ class TestConfirm:
         assert cancelled["cancelationReason"]["coding"][0]["code"] == "pat"
         # A cancelled appointment gets no further reminders.
         assert (await sweep(reminders, now=now + timedelta(minutes=59))).sent == 0
+
+    async def test_a_chinese_reminder_opens_chinese_pages(
+        self,
+        settings: Settings,
+        client: httpx.AsyncClient,
+        web: httpx.AsyncClient,
+        reminders: Reminders,
+        smtp: tuple[Mailbox, int],
+        now: datetime,
+    ) -> None:
+        _, booked, paths = await links(client, reminders, smtp[0], now, language="zh")
+        assert "lang=zh-CN" in paths["cancel"]
+        page = await web.get(paths["cancel"])
+        start = datetime.fromisoformat(booked["start"].replace("Z", "+00:00"))
+        local = start.astimezone(ZoneInfo(settings.clinic_timezone))
+        assert '<html lang="zh-CN">' in page.text and "取消您的预约" in page.text
+        assert when("zh-CN", local) in page.text and 'name="lang" value="zh-CN"' in page.text
+        done = await web.post(paths["cancel"].split("?")[0], data=form(paths["cancel"]))
+        assert done.status_code == 200 and "您的预约已取消" in done.text
+        # Without the link's language, the browser's applies; without either, English.
+        plain = {"action": "cancel", "token": form(paths["cancel"])["token"]}
+        url = paths["cancel"].split("?")[0]
+        chinese = await web.post(url, data=plain, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+        assert "此预约此前已被取消" in chinese.text
+        assert "already cancelled" in (await web.post(url, data=plain)).text
 
 
 class TestRefusals:

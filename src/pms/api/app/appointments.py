@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse
 
 from pms.api.oauth_pages import page
+from pms.api.page_text import choose_language, html, text, when
 from pms.audit import events
 from pms.config import Settings
 from pms.core.db import Database
@@ -34,13 +35,7 @@ from pms.storage.repository import FhirRepository
 router = APIRouter(prefix="/api/appointments", tags=["reminders"])
 
 CLIENT = "reminder-link"
-_TITLES = {"confirm": "Confirm your appointment", "cancel": "Cancel your appointment"}
-_DONE = {
-    "confirmed": "Thank you: your appointment is confirmed.",
-    "cancelled": "Your appointment is cancelled. The time is free for someone else.",
-    "already-cancelled": "This appointment was already cancelled.",
-    "closed": "This appointment can no longer be changed online. Please call the clinic.",
-}
+_TITLES = {"confirm": "confirm_title", "cancel": "cancel_title"}  # page_text keys
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "A page saying what the link does (GET) or what was done (POST)"},
     403: {"description": "The link is invalid or has expired"},
@@ -52,6 +47,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _language(request: Request, requested: str) -> str:
+    """The reminder's language (the link's `lang`), else the browser's, else English."""
+    return choose_language(requested[:100], request.headers.get("accept-language"))
+
+
+def _page(lang: str, title: str, message: str, status: int = 200) -> HTMLResponse:
+    return page(text(lang, title), f"<p>{escape(text(lang, message))}</p>", status=status, lang=lang)
+
+
 def _actor(request: Request, patient_id: str | None) -> events.Actor:
     return events.Actor(
         fhir_user=f"Patient/{patient_id}" if patient_id else None,
@@ -60,7 +64,7 @@ def _actor(request: Request, patient_id: str | None) -> events.Actor:
     )
 
 
-async def _refuse(request: Request, appointment_id: str, action: str, method: str) -> HTMLResponse:
+async def _refuse(request: Request, appointment_id: str, action: str, method: str, lang: str) -> HTMLResponse:
     """A bad or expired token: recorded like any refused access, answered without detail."""
     db: Database = request.app.state.db
     provider: RegistryProvider = request.app.state.registry_provider
@@ -73,7 +77,7 @@ async def _refuse(request: Request, appointment_id: str, action: str, method: st
         resources=[f"Appointment/{appointment_id}"] if _plain_id(appointment_id) else [],
     )
     await writer.write(await provider.current(db), event)
-    return page("This link cannot be used", "<p>The link is invalid or has expired.</p>", status=403)
+    return _page(lang, "link_refused_title", "link_refused", 403)
 
 
 def _plain_id(value: str) -> bool:
@@ -87,15 +91,15 @@ def _checked(request: Request, appointment_id: str, action: str, token: str) -> 
     return next(a for a in ACTIONS if a == action)
 
 
-def _when(request: Request, appointment: dict[str, Any]) -> str:
-    """The start in the clinic's time zone, as the reminder showed it."""
+def _when(request: Request, appointment: dict[str, Any], lang: str) -> str:
+    """The start in the clinic's time zone, written as in the reminder's language."""
     settings: Settings = request.app.state.settings
     try:
         start = datetime.fromisoformat(str(appointment.get("start", "")).replace("Z", "+00:00"))
     except ValueError:
         return ""
     local = start.astimezone(ZoneInfo(settings.clinic_timezone)) if start.tzinfo else start
-    return escape(f"{local:%Y-%m-%d %H:%M}")
+    return when(lang, local)
 
 
 @router.get(
@@ -105,11 +109,12 @@ def _when(request: Request, appointment: dict[str, Any]) -> str:
     responses=_RESPONSES,
 )
 async def respond_page(
-    request: Request, appointment_id: str, action: str = "", token: str = ""
+    request: Request, appointment_id: str, action: str = "", token: str = "", lang: str = ""
 ) -> HTMLResponse:
+    language = _language(request, lang)
     checked = _checked(request, appointment_id, action, token)
     if checked is None:
-        return await _refuse(request, appointment_id, action, "GET")
+        return await _refuse(request, appointment_id, action, "GET", language)
     db: Database = request.app.state.db
     provider: RegistryProvider = request.app.state.registry_provider
     async with db.transaction() as conn:
@@ -118,18 +123,20 @@ async def respond_page(
         try:
             stored = await repo.read("Appointment", appointment_id)
         except AppError:
-            return page("Appointment not found", "<p>This appointment no longer exists.</p>", status=404)
+            return _page(language, "appointment_gone_title", "appointment_gone", 404)
         appointment = jsonio.loads(stored.content or "{}")
         repo.append_internal(_event(request, registry, "read", stored, patient_of(appointment)))
         await repo.flush()
-    label = "Confirm" if checked == "confirm" else "Cancel the appointment"
+    label = text(language, "confirm" if checked == "confirm" else "cancel_appointment")
+    start = f"<strong>{escape(_when(request, appointment, language))}</strong>"
     body = (
-        f"<p>Appointment on <strong>{_when(request, appointment)}</strong>.</p>"
+        f"<p>{html(language, 'appointment_on', when=start)}</p>"
         f'<form method="post"><input type="hidden" name="action" value="{escape(checked)}">'
         f'<input type="hidden" name="token" value="{escape(token)}">'
+        f'<input type="hidden" name="lang" value="{escape(lang[:100])}">'
         f'<button type="submit">{escape(label)}</button></form>'
     )
-    return page(_TITLES[checked], body)
+    return page(text(language, _TITLES[checked]), body, lang=language)
 
 
 @router.post(
@@ -141,9 +148,10 @@ async def respond_page(
 async def respond_submit(request: Request, appointment_id: str) -> HTMLResponse:
     form = dict(parse_qsl((await request.body()).decode(errors="replace"), max_num_fields=10))
     action, token = form.get("action", ""), form.get("token", "")
+    language = _language(request, form.get("lang", ""))
     checked = _checked(request, appointment_id, action, token)
     if checked is None:
-        return await _refuse(request, appointment_id, action, "POST")
+        return await _refuse(request, appointment_id, action, "POST", language)
     db: Database = request.app.state.db
     provider: RegistryProvider = request.app.state.registry_provider
     async with after_commit(request.app.state.queue) as jobs, db.transaction() as conn:
@@ -160,13 +168,13 @@ async def respond_submit(request: Request, appointment_id: str) -> HTMLResponse:
             answer = await respond(repo, appointment_id=appointment_id, action=checked)
         except AppError as error:
             if error.status in (404, 410):
-                return page("Appointment not found", "<p>This appointment no longer exists.</p>", status=404)
+                return _page(language, "appointment_gone_title", "appointment_gone", 404)
             # e.g. a scheduling rule refused the change, or it changed meanwhile: nothing was written.
-            return page(_TITLES[checked], f"<p>{escape(_DONE['closed'])}</p>", status=409)
+            return _page(language, _TITLES[checked], "reply_closed", 409)
         if answer.stored is not None:
             repo.append_internal(_event(request, registry, "update", answer.stored, answer.patient_id))
         await repo.flush()
-    return page(_TITLES[checked], f"<p>{escape(_DONE[answer.result])}</p>")
+    return _page(language, _TITLES[checked], f"reply_{answer.result}")
 
 
 def _event(

@@ -44,8 +44,12 @@ class LinkSigner:
             return False
         return now.timestamp() < int(stamp)
 
-    def url(self, base: str, appointment_id: str, action: Action, *, expires: datetime) -> str:
-        query = urlencode({"action": action, "token": self.token(appointment_id, action, expires=expires)})
+    def url(
+        self, base: str, appointment_id: str, action: Action, *, expires: datetime, lang: str = ""
+    ) -> str:
+        """The link; `lang` (the message's language, not signed: it only chooses the page's words)."""
+        params = {"action": action, "token": self.token(appointment_id, action, expires=expires)}
+        query = urlencode({**params, "lang": lang} if lang else params)
         return f"{base.rstrip('/')}/api/appointments/{appointment_id}/respond?{query}"
 
 

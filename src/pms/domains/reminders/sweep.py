@@ -24,8 +24,8 @@ from pms.config import Settings
 from pms.core.db import Database
 from pms.domains.reminders import ledger, patients
 from pms.domains.reminders.channels import ChannelName, DeliveryError, Sender
-from pms.domains.reminders.links import LinkSigner
-from pms.domains.reminders.messages import Message, render
+from pms.domains.reminders.links import ACTIONS, LinkSigner
+from pms.domains.reminders.messages import Message, render, template_language
 from pms.domains.reminders.records import communication
 from pms.fhir import jsonio
 from pms.fhir.resource import Validator
@@ -192,6 +192,13 @@ def plan(
             report.unreachable += 1
             continue
         id_ = appointment["id"]
+        # The links open pages in the message's own language.
+        links = {
+            action: reminders.signer.url(
+                config.app_base_url, id_, action, expires=start, lang=template_language(contact.language)
+            )
+            for action in ACTIONS
+        }
         message = functools.cache(
             functools.partial(
                 render,
@@ -200,8 +207,8 @@ def plan(
                 clinic=config.clinic_name,
                 start=start.astimezone(config.timezone),
                 practitioner=_practitioner_of(appointment),
-                confirm_url=reminders.signer.url(config.app_base_url, id_, "confirm", expires=start),
-                cancel_url=reminders.signer.url(config.app_base_url, id_, "cancel", expires=start),
+                confirm_url=links["confirm"],
+                cancel_url=links["cancel"],
             )
         )
         minutes = int(offset.total_seconds() // 60)
