@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import random
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,12 +34,15 @@ from benchlib import (
     admin_execute,
     create_database,
     drop_database,
+    finish_py_spy,
     log,
     migrate,
     percentile,
     pms_server,
     register_client,
+    start_py_spy,
     with_database,
+    worker_pids,
 )
 
 ZONE = ZoneInfo("America/New_York")
@@ -213,6 +217,22 @@ async def analyze(database_url: str) -> None:
     await admin_execute(database_url, "ANALYZE")
 
 
+def start_profiles(
+    server: Server, folder: Path | None, name: str, *, seconds: float
+) -> dict[int, tuple[subprocess.Popen[bytes], Path]]:
+    """py-spy on every server worker for about `seconds` (none without `--profile`)."""
+    if folder is None:
+        return {}
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        pid: (
+            start_py_spy(pid, seconds, folder / f"pyspy-{name}-{pid}.txt"),
+            folder / f"pyspy-{name}-{pid}.txt",
+        )
+        for pid in worker_pids(server)
+    }
+
+
 async def run_bench(server: Server, args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     rng = random.Random(11)
     results: dict[str, Any] = {}
@@ -267,9 +287,14 @@ async def run_bench(server: Server, args: argparse.Namespace, database_url: str)
 
             return call
 
+        spies = start_profiles(server, args.profile, "book", seconds=len(plan) / 150)
         booked = await drive("book", [booking(b) for b in plan], concurrency=args.concurrency)
         results["book"] = booked.summary()
         log(f"$book: {results['book']}")
+        for pid, (spy, out) in spies.items():
+            log(f"py-spy of worker {pid} during $book ({out}):\n{finish_py_spy(spy, out)}")
+        if args.book_only:
+            return results
         await analyze(database_url)
 
         def slot_search() -> Callable[[], Awaitable[bool]]:
@@ -334,6 +359,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent $book clients (16)")
     parser.add_argument("--queries", type=int, default=400, help="searches and $finds each (400)")
     parser.add_argument(
+        "--book-only", action="store_true", help="stop after the bookings (no searches, no $find)"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy every server worker during the bookings: raw stacks to DIR, a summary to the log",
+    )
+    parser.add_argument(
         "--admin-url",
         default=os.environ.get("PMS_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
@@ -357,6 +391,9 @@ def main() -> None:
         "find_c1": ("p95_ms", "<", 250),
         "find_c8": ("p95_ms", "<", 250),
     }
+    if args.book_only:
+        print(f"book: {results['book']}; set-up: {results['setup']}")
+        return
     for key, (field, op, target) in targets.items():
         value = results[key][field]
         met = value >= target if op == ">=" else value < target
