@@ -92,12 +92,15 @@ class FhirRepository:
         """Write buffered creates and index rows: before any read of the store, and before the unit of
         work commits."""
         if self.pending:
-            sql, args = self.pending.statement()
+            # The index rows of other buffered writes go in the same statement.
+            sql, args = self.pending.statement(also=self.indexer.buffer)
             try:
                 await self.conn.exec_driver_sql(sql, tuple(args))
             except IntegrityError as exc:
                 raise conflict("A resource with one of these ids was created concurrently; retry") from exc
             self.pending.clear()
+            self.indexer.buffer.clear()
+            return
         await self.indexer.flush(self.conn)
 
     # -- reads -------------------------------------------------------------------------------------------
