@@ -38,15 +38,6 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-_CURRENT_COLUMNS = (
-    resource.c.rid,
-    resource.c.version_id,
-    resource.c.last_updated,
-    resource.c.deleted,
-    resource.c.content,
-)
-
-
 class FhirRepository:
     """Create, read, update, patch, delete and history of any R4 resource.
 
@@ -148,13 +139,7 @@ class FhirRepository:
         """The current version (deleted or not) without raising and without access checks: for the
         server's own conditional logic, never returned to a caller as is."""
         await self.flush()
-        row = (
-            await self.conn.execute(
-                select(*_CURRENT_COLUMNS).where(
-                    resource.c.resource_type == resource_type, resource.c.id == id_
-                )
-            )
-        ).first()
+        row = await versions.current(self.conn, resource_type, id_)
         if row is None:
             return None
         return StoredVersion(
@@ -202,13 +187,7 @@ class FhirRepository:
         resource_type = body["resourceType"]
         self.guard.require_resource("update", body)
         while True:
-            locked = (
-                await self.conn.execute(
-                    select(resource.c.rid, resource.c.version_id, resource.c.deleted, resource.c.content)
-                    .where(resource.c.resource_type == resource_type, resource.c.id == id_)
-                    .with_for_update()
-                )
-            ).first()
+            locked = await versions.current(self.conn, resource_type, id_, lock=True)
             if locked is None:
                 if if_match is not None:
                     raise precondition_failed(
@@ -238,13 +217,7 @@ class FhirRepository:
         validate(body, self.validator)
         resource_type = body["resourceType"]
         self.guard.require_resource("patch", body)
-        locked = (
-            await self.conn.execute(
-                select(resource.c.rid, resource.c.version_id, resource.c.deleted, resource.c.content)
-                .where(resource.c.resource_type == resource_type, resource.c.id == id_)
-                .with_for_update()
-            )
-        ).first()
+        locked = await versions.current(self.conn, resource_type, id_, lock=True)
         if locked is None or locked.deleted:
             raise not_found(f"{resource_type}/{id_} is not known")
         if locked.version_id != expected_version:
@@ -325,13 +298,7 @@ class FhirRepository:
         """Record a deletion as a new version. Returns None when there was nothing to delete."""
         self.guard.require_type("delete", resource_type)
         await self.flush()
-        locked = (
-            await self.conn.execute(
-                select(resource.c.rid, resource.c.version_id, resource.c.deleted, resource.c.content)
-                .where(resource.c.resource_type == resource_type, resource.c.id == id_)
-                .with_for_update()
-            )
-        ).first()
+        locked = await versions.current(self.conn, resource_type, id_, lock=True)
         if locked is None:
             if if_match is not None:
                 raise precondition_failed(f"{resource_type}/{id_} does not exist")
@@ -506,12 +473,12 @@ class FhirRepository:
         now = self.clock()
         stamped = stamp(body, id_=id_, version_id=version_id, last_updated=now)
         content = jsonio.dumps(stamped)
-        await self.conn.execute(
-            update(resource)
-            .where(resource.c.rid == rid)
-            .values(version_id=version_id, last_updated=now, deleted=False, content=content.decode())
+        # The row is locked at version_id - 1: the versioned write (and its history row) cannot miss.
+        written = await versions.update_unchanged(
+            self.conn, [(rid, version_id - 1, content.decode())], last_updated=now, method=method
         )
-        await self._record_version(rid, resource_type, id_, version_id, now, method, content)
+        if written != {rid}:
+            raise RuntimeError(f"{resource_type}/{id_} changed under its row lock")
         self.indexer.index(rid, stamped, replace=True)
         return StoredVersion(resource_type, id_, version_id, now, False, content, method, rid)
 
