@@ -41,6 +41,7 @@ from benchlib import (
     pms_server,
     register_client,
     start_py_spy,
+    wait_for_quiet,
     with_database,
     worker_pids,
 )
@@ -287,6 +288,9 @@ async def run_bench(server: Server, args: argparse.Namespace, database_url: str)
 
             return call
 
+        if args.wait_quiet:
+            quiet = await asyncio.to_thread(wait_for_quiet, args.wait_quiet)
+            log(f"machine load before the bookings: {quiet:.0f}% CPU; {os.getloadavg()[0]:.1f} load average")
         spies = start_profiles(server, args.profile, "book", seconds=len(plan) / 150)
         booked = await drive("book", [booking(b) for b in plan], concurrency=args.concurrency)
         results["book"] = booked.summary()
@@ -360,6 +364,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=400, help="searches and $finds each (400)")
     parser.add_argument(
         "--book-only", action="store_true", help="stop after the bookings (no searches, no $find)"
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before the bookings, wait up to this long for other processes to leave the CPUs idle",
     )
     parser.add_argument(
         "--profile",
