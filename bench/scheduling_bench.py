@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import httpx
 from benchlib import (
     ROOT,
@@ -35,6 +36,7 @@ from benchlib import (
     create_database,
     drop_database,
     finish_py_spy,
+    install_sigterm_handler,
     log,
     migrate,
     percentile,
@@ -218,6 +220,57 @@ async def analyze(database_url: str) -> None:
     await admin_execute(database_url, "ANALYZE")
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process still running."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+async def backend_pids(database_url: str) -> list[int]:
+    """The PostgreSQL backends connected to this database (the server's pool)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [row["pid"] for row in rows]
+
+
+class CpuMeter:
+    """CPU time the server's processes and this database's PostgreSQL backends spend during a phase: less
+    sensitive to a busy neighbour than throughput is (the load generator is not counted)."""
+
+    def __init__(self, server: Server, database_url: str) -> None:
+        self.server = server
+        self.database_url = database_url
+        self.before: dict[str, dict[int, float]] = {}
+
+    async def _pids(self) -> dict[str, list[int]]:
+        return {
+            "server": [self.server.process.pid, *worker_pids(self.server)],
+            "postgres": await backend_pids(self.database_url),
+        }
+
+    async def start(self) -> None:
+        self.before = {name: cpu_seconds(pids) for name, pids in (await self._pids()).items()}
+
+    async def per_request_ms(self, requests: int) -> dict[str, float]:
+        spent = {}
+        for name, pids in (await self._pids()).items():
+            now = cpu_seconds(pids)
+            spent[f"{name}_cpu_ms"] = sum(t - self.before[name].get(pid, 0.0) for pid, t in now.items())
+        return {name: round(1000 * seconds / max(1, requests), 2) for name, seconds in spent.items()}
+
+
 def start_profiles(
     server: Server, folder: Path | None, name: str, *, seconds: float
 ) -> dict[int, tuple[subprocess.Popen[bytes], Path]]:
@@ -292,8 +345,10 @@ async def run_bench(server: Server, args: argparse.Namespace, database_url: str)
             quiet = await asyncio.to_thread(wait_for_quiet, args.wait_quiet)
             log(f"machine load before the bookings: {quiet:.0f}% CPU; {os.getloadavg()[0]:.1f} load average")
         spies = start_profiles(server, args.profile, "book", seconds=len(plan) / 150)
+        meter = CpuMeter(server, database_url)
+        await meter.start()
         booked = await drive("book", [booking(b) for b in plan], concurrency=args.concurrency)
-        results["book"] = booked.summary()
+        results["book"] = {**booked.summary(), **await meter.per_request_ms(len(plan))}
         log(f"$book: {results['book']}")
         for pid, (spy, out) in spies.items():
             log(f"py-spy of worker {pid} during $book ({out}):\n{finish_py_spy(spy, out)}")
@@ -383,6 +438,7 @@ def main() -> None:
         default=os.environ.get("PMS_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     args = parser.parse_args()
+    install_sigterm_handler()
     name = create_database(args.admin_url, "pms_schedbench")
     try:
         url = with_database(args.admin_url, name)
