@@ -247,28 +247,47 @@ async def backend_pids(database_url: str) -> list[int]:
 
 class CpuMeter:
     """CPU time the server's processes and this database's PostgreSQL backends spend during a phase: less
-    sensitive to a busy neighbour than throughput is (the load generator is not counted)."""
+    sensitive to a busy neighbour than throughput is (the load generator is not counted). Sampled every
+    half second, as the pool closes some connections (and their backends end) on the way."""
 
     def __init__(self, server: Server, database_url: str) -> None:
         self.server = server
         self.database_url = database_url
-        self.before: dict[str, dict[int, float]] = {}
+        self.initial: dict[str, dict[int, float]] = {}
+        self.last: dict[str, dict[int, float]] = {}
+        self._sampler: asyncio.Task[None] | None = None
 
-    async def _pids(self) -> dict[str, list[int]]:
-        return {
+    async def _sample(self) -> dict[str, dict[int, float]]:
+        pids = {
             "server": [self.server.process.pid, *worker_pids(self.server)],
             "postgres": await backend_pids(self.database_url),
         }
+        found = {name: cpu_seconds(ids) for name, ids in pids.items()}
+        for name, seconds in found.items():
+            self.last.setdefault(name, {}).update(seconds)
+        return found
+
+    async def _keep_sampling(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self._sample()
 
     async def start(self) -> None:
-        self.before = {name: cpu_seconds(pids) for name, pids in (await self._pids()).items()}
+        self.initial = await self._sample()
+        self._sampler = asyncio.create_task(self._keep_sampling())
 
     async def per_request_ms(self, requests: int) -> dict[str, float]:
-        spent = {}
-        for name, pids in (await self._pids()).items():
-            now = cpu_seconds(pids)
-            spent[f"{name}_cpu_ms"] = sum(t - self.before[name].get(pid, 0.0) for pid, t in now.items())
-        return {name: round(1000 * seconds / max(1, requests), 2) for name, seconds in spent.items()}
+        """Stop sampling; CPU milliseconds per request, by kind of process (a process that started
+        during the phase counts whole)."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+        await self._sample()
+        spent: dict[str, float] = {}
+        for name, last in self.last.items():
+            initial = self.initial.get(name, {})
+            seconds = sum(t - initial.get(pid, 0.0) for pid, t in last.items())
+            spent[f"{name}_cpu_ms"] = round(1000 * seconds / max(1, requests), 2)
+        return spent
 
 
 def start_profiles(
