@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import random
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import httpx
 from benchlib import (
     ROOT,
@@ -33,12 +35,17 @@ from benchlib import (
     admin_execute,
     create_database,
     drop_database,
+    finish_py_spy,
+    install_sigterm_handler,
     log,
     migrate,
     percentile,
     pms_server,
     register_client,
+    start_py_spy,
+    wait_for_quiet,
     with_database,
+    worker_pids,
 )
 
 ZONE = ZoneInfo("America/New_York")
@@ -213,6 +220,92 @@ async def analyze(database_url: str) -> None:
     await admin_execute(database_url, "ANALYZE")
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process still running."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+async def backend_pids(database_url: str) -> list[int]:
+    """The PostgreSQL backends connected to this database (the server's pool)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [row["pid"] for row in rows]
+
+
+class CpuMeter:
+    """CPU time the server's processes and this database's PostgreSQL backends spend during a phase: less
+    sensitive to a busy neighbour than throughput is (the load generator is not counted). Sampled every
+    half second, as the pool closes some connections (and their backends end) on the way."""
+
+    def __init__(self, server: Server, database_url: str) -> None:
+        self.server = server
+        self.database_url = database_url
+        self.initial: dict[str, dict[int, float]] = {}
+        self.last: dict[str, dict[int, float]] = {}
+        self._sampler: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> dict[str, dict[int, float]]:
+        pids = {
+            "server": [self.server.process.pid, *worker_pids(self.server)],
+            "postgres": await backend_pids(self.database_url),
+        }
+        found = {name: cpu_seconds(ids) for name, ids in pids.items()}
+        for name, seconds in found.items():
+            self.last.setdefault(name, {}).update(seconds)
+        return found
+
+    async def _keep_sampling(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self._sample()
+
+    async def start(self) -> None:
+        self.initial = await self._sample()
+        self._sampler = asyncio.create_task(self._keep_sampling())
+
+    async def per_request_ms(self, requests: int) -> dict[str, float]:
+        """Stop sampling; CPU milliseconds per request, by kind of process (a process that started
+        during the phase counts whole)."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+        await self._sample()
+        spent: dict[str, float] = {}
+        for name, last in self.last.items():
+            initial = self.initial.get(name, {})
+            seconds = sum(t - initial.get(pid, 0.0) for pid, t in last.items())
+            spent[f"{name}_cpu_ms"] = round(1000 * seconds / max(1, requests), 2)
+        return spent
+
+
+def start_profiles(
+    server: Server, folder: Path | None, name: str, *, seconds: float
+) -> dict[int, tuple[subprocess.Popen[bytes], Path]]:
+    """py-spy on every server worker for about `seconds` (none without `--profile`)."""
+    if folder is None:
+        return {}
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        pid: (
+            start_py_spy(pid, seconds, folder / f"pyspy-{name}-{pid}.txt"),
+            folder / f"pyspy-{name}-{pid}.txt",
+        )
+        for pid in worker_pids(server)
+    }
+
+
 async def run_bench(server: Server, args: argparse.Namespace, database_url: str) -> dict[str, Any]:
     rng = random.Random(11)
     results: dict[str, Any] = {}
@@ -267,9 +360,19 @@ async def run_bench(server: Server, args: argparse.Namespace, database_url: str)
 
             return call
 
+        if args.wait_quiet:
+            quiet = await asyncio.to_thread(wait_for_quiet, args.wait_quiet)
+            log(f"machine load before the bookings: {quiet:.0f}% CPU; {os.getloadavg()[0]:.1f} load average")
+        spies = start_profiles(server, args.profile, "book", seconds=len(plan) / 150)
+        meter = CpuMeter(server, database_url)
+        await meter.start()
         booked = await drive("book", [booking(b) for b in plan], concurrency=args.concurrency)
-        results["book"] = booked.summary()
+        results["book"] = {**booked.summary(), **await meter.per_request_ms(len(plan))}
         log(f"$book: {results['book']}")
+        for pid, (spy, out) in spies.items():
+            log(f"py-spy of worker {pid} during $book ({out}):\n{finish_py_spy(spy, out)}")
+        if args.book_only:
+            return results
         await analyze(database_url)
 
         def slot_search() -> Callable[[], Awaitable[bool]]:
@@ -334,10 +437,27 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent $book clients (16)")
     parser.add_argument("--queries", type=int, default=400, help="searches and $finds each (400)")
     parser.add_argument(
+        "--book-only", action="store_true", help="stop after the bookings (no searches, no $find)"
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="before the bookings, wait up to this long for other processes to leave the CPUs idle",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy every server worker during the bookings: raw stacks to DIR, a summary to the log",
+    )
+    parser.add_argument(
         "--admin-url",
         default=os.environ.get("PMS_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     args = parser.parse_args()
+    install_sigterm_handler()
     name = create_database(args.admin_url, "pms_schedbench")
     try:
         url = with_database(args.admin_url, name)
@@ -357,6 +477,9 @@ def main() -> None:
         "find_c1": ("p95_ms", "<", 250),
         "find_c8": ("p95_ms", "<", 250),
     }
+    if args.book_only:
+        print(f"book: {results['book']}; set-up: {results['setup']}")
+        return
     for key, (field, op, target) in targets.items():
         value = results[key][field]
         met = value >= target if op == ">=" else value < target

@@ -117,18 +117,22 @@ class IndexBuffer:
         parts = self.cte_parts(args)
         return "WITH " + ", ".join(parts) + " SELECT 1", args
 
-    def cte_parts(self, args: list[Any], *, new_rows: list[tuple[str, str]] | None = None) -> list[str]:
+    def cte_parts(
+        self, args: list[Any], *, new_rows: list[tuple[str, str]] | None = None, label: str = ""
+    ) -> list[str]:
         """Data-modifying CTEs for the buffer, appending their arguments to `args`.
 
         With `new_rows`, the rows' first element is an index into it, a (type, id) of a resource that the
-        same statement inserts in a CTE named `new_res`, whose rid the rows take.
+        same statement inserts in a CTE named `new_res`, whose rid the rows take. `label` prefixes the
+        CTEs' names, for two buffers in one statement.
         """
         parts: list[str] = []
         if self.cleared:
             args.append(self.cleared)
             slot = len(args)
             parts.extend(
-                f"d_{table} AS (DELETE FROM {table} WHERE rid = ANY(${slot}::bigint[]))" for table in COLUMNS
+                f"{label}d_{table} AS (DELETE FROM {table} WHERE rid = ANY(${slot}::bigint[]))"
+                for table in COLUMNS
             )
         for table, rows in self.rows.items():
             names, types = COLUMNS[table]
@@ -152,7 +156,7 @@ class IndexBuffer:
                     f"{', '.join(values)}) AS u(t, i, {aliases}) "
                     "JOIN new_res n ON n.resource_type = u.t AND n.id = u.i"
                 )
-            parts.append(f"i_{table} AS (INSERT INTO {table} ({columns}) {source})")
+            parts.append(f"{label}i_{table} AS (INSERT INTO {table} ({columns}) {source})")
         return parts
 
     def clear(self) -> None:

@@ -45,7 +45,9 @@ class PendingCreates:
         self.methods.append(method)
         self.index.add(slot, resource_type, values)
 
-    def statement(self) -> tuple[str, list[Any]]:
+    def statement(self, *, also: IndexBuffer | None = None) -> tuple[str, list[Any]]:
+        """The statement writing the buffered creates; with `also`, the index rows of other writes (updates,
+        deletes) in the same statement: one round trip for the unit of work's buffered writes."""
         args: list[Any] = [self.types, self.ids, self.times, self.contents, self.methods]
         parts = [
             "new_res AS (INSERT INTO resource "
@@ -60,6 +62,8 @@ class PendingCreates:
             "ON u.t = n.resource_type AND u.i = n.id)",
         ]
         parts += self.index.cte_parts(args, new_rows=list(zip(self.types, self.ids, strict=True)))
+        if also:
+            parts += also.cte_parts(args, label="o")
         return "WITH " + ", ".join(parts) + " SELECT count(*) FROM new_res", args
 
     def clear(self) -> None:

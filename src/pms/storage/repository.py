@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from pms.core.queue import PendingJobs
 from pms.fhir import jsonio
 from pms.fhir.definitions import resource_types
 from pms.fhir.resource import Validator, check_id, stamp, validate
+from pms.storage import versions
 from pms.storage.guard import Guard
 from pms.storage.hooks import ResourceChange, WriteHooks
 from pms.storage.indexer import Indexer
@@ -35,9 +36,6 @@ def utc_now() -> datetime:
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-_CURRENT_COLUMNS = (resource.c.version_id, resource.c.last_updated, resource.c.deleted, resource.c.content)
 
 
 class FhirRepository:
@@ -85,12 +83,15 @@ class FhirRepository:
         """Write buffered creates and index rows: before any read of the store, and before the unit of
         work commits."""
         if self.pending:
-            sql, args = self.pending.statement()
+            # The index rows of other buffered writes go in the same statement.
+            sql, args = self.pending.statement(also=self.indexer.buffer)
             try:
                 await self.conn.exec_driver_sql(sql, tuple(args))
             except IntegrityError as exc:
                 raise conflict("A resource with one of these ids was created concurrently; retry") from exc
             self.pending.clear()
+            self.indexer.buffer.clear()
+            return
         await self.indexer.flush(self.conn)
 
     # -- reads -------------------------------------------------------------------------------------------
@@ -138,16 +139,12 @@ class FhirRepository:
         """The current version (deleted or not) without raising and without access checks: for the
         server's own conditional logic, never returned to a caller as is."""
         await self.flush()
-        row = (
-            await self.conn.execute(
-                select(*_CURRENT_COLUMNS).where(
-                    resource.c.resource_type == resource_type, resource.c.id == id_
-                )
-            )
-        ).first()
+        row = await versions.current(self.conn, resource_type, id_)
         if row is None:
             return None
-        return StoredVersion(resource_type, id_, row.version_id, row.last_updated, row.deleted, row.content)
+        return StoredVersion(
+            resource_type, id_, row.version_id, row.last_updated, row.deleted, row.content, rid=row.rid
+        )
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -190,13 +187,7 @@ class FhirRepository:
         resource_type = body["resourceType"]
         self.guard.require_resource("update", body)
         while True:
-            locked = (
-                await self.conn.execute(
-                    select(resource.c.rid, resource.c.version_id, resource.c.deleted, resource.c.content)
-                    .where(resource.c.resource_type == resource_type, resource.c.id == id_)
-                    .with_for_update()
-                )
-            ).first()
+            locked = await versions.current(self.conn, resource_type, id_, lock=True)
             if locked is None:
                 if if_match is not None:
                     raise precondition_failed(
@@ -226,13 +217,7 @@ class FhirRepository:
         validate(body, self.validator)
         resource_type = body["resourceType"]
         self.guard.require_resource("patch", body)
-        locked = (
-            await self.conn.execute(
-                select(resource.c.rid, resource.c.version_id, resource.c.deleted, resource.c.content)
-                .where(resource.c.resource_type == resource_type, resource.c.id == id_)
-                .with_for_update()
-            )
-        ).first()
+        locked = await versions.current(self.conn, resource_type, id_, lock=True)
         if locked is None or locked.deleted:
             raise not_found(f"{resource_type}/{id_} is not known")
         if locked.version_id != expected_version:
@@ -244,19 +229,76 @@ class FhirRepository:
         await self._run_hooks(resource_type, id_, locked, body)
         return await self._write_version(locked.rid, body, resource_type, id_, expected_version + 1, method)
 
+    async def update_unchanged(
+        self, changes: Sequence[tuple[StoredVersion, dict[str, Any]]], *, method: str = "PUT"
+    ) -> list[StoredVersion]:
+        """The next version of each resource that is still at the version read (a `StoredVersion` from a
+        search or read, with its rid), in one statement for all of them.
+
+        A resource changed or deleted since it was read is left as it is and missing from the result: the
+        caller reads it again or gives up. Validation, access checks, write hooks, history and index rows
+        are those of `update`; for types with write hooks the rows are locked first, so that a hook only
+        runs for a write that then happens.
+        """
+        if not changes:
+            return []
+        if len({current.rid for current, _ in changes}) != len(changes) or not all(c.rid for c, _ in changes):
+            raise ValueError("update_unchanged needs distinct stored versions that carry their rid")
+        await self.flush()
+        for current, body in changes:
+            if body.get("resourceType") != current.resource_type:
+                raise ValueError(f"{current.reference} cannot be updated to a {body.get('resourceType')}")
+            validate(body, self.validator)
+            self.guard.require_resource("update", body)
+            self._require_locked("update", current.resource_type, current.id, current)
+        hooked = [(current, body) for current, body in changes if self.hooks.watches(current.resource_type)]
+        if hooked:
+            locked = await versions.lock_unchanged(
+                self.conn, [c.rid for c, _ in hooked], [c.version_id for c, _ in hooked]
+            )
+            for current, body in hooked:
+                if current.rid in locked:
+                    await self._run_hooks(current.resource_type, current.id, current, body)
+            changes = [
+                (c, b) for c, b in changes if c.rid in locked or not self.hooks.watches(c.resource_type)
+            ]
+        now = self.clock()
+        stamped = {
+            current.rid: stamp(body, id_=current.id, version_id=current.version_id + 1, last_updated=now)
+            for current, body in changes
+        }
+        contents = {rid: jsonio.dumps(resource) for rid, resource in stamped.items()}
+        written = await versions.update_unchanged(
+            self.conn,
+            [(c.rid, c.version_id, contents[c.rid].decode()) for c, _ in changes],
+            last_updated=now,
+            method=method,
+        )
+        stored = []
+        for current, _ in changes:
+            if current.rid in written:
+                self.indexer.index(current.rid, stamped[current.rid], replace=True)
+                stored.append(
+                    StoredVersion(
+                        current.resource_type,
+                        current.id,
+                        current.version_id + 1,
+                        now,
+                        False,
+                        contents[current.rid],
+                        method,
+                        current.rid,
+                    )
+                )
+        return stored
+
     async def delete(
         self, resource_type: str, id_: str, *, if_match: int | None = None
     ) -> StoredVersion | None:
         """Record a deletion as a new version. Returns None when there was nothing to delete."""
         self.guard.require_type("delete", resource_type)
         await self.flush()
-        locked = (
-            await self.conn.execute(
-                select(resource.c.rid, resource.c.version_id, resource.c.deleted, resource.c.content)
-                .where(resource.c.resource_type == resource_type, resource.c.id == id_)
-                .with_for_update()
-            )
-        ).first()
+        locked = await versions.current(self.conn, resource_type, id_, lock=True)
         if locked is None:
             if if_match is not None:
                 raise precondition_failed(f"{resource_type}/{id_} does not exist")
@@ -431,12 +473,12 @@ class FhirRepository:
         now = self.clock()
         stamped = stamp(body, id_=id_, version_id=version_id, last_updated=now)
         content = jsonio.dumps(stamped)
-        await self.conn.execute(
-            update(resource)
-            .where(resource.c.rid == rid)
-            .values(version_id=version_id, last_updated=now, deleted=False, content=content.decode())
+        # The row is locked at version_id - 1: the versioned write (and its history row) cannot miss.
+        written = await versions.update_unchanged(
+            self.conn, [(rid, version_id - 1, content.decode())], last_updated=now, method=method
         )
-        await self._record_version(rid, resource_type, id_, version_id, now, method, content)
+        if written != {rid}:
+            raise RuntimeError(f"{resource_type}/{id_} changed under its row lock")
         self.indexer.index(rid, stamped, replace=True)
         return StoredVersion(resource_type, id_, version_id, now, False, content, method, rid)
 

@@ -33,6 +33,7 @@ from pms.domains.scheduling.slots import MAX_SLOT_MINUTES, schedule_actors, slot
 from pms.domains.scheduling.store import SchedulingStore
 from pms.domains.scheduling.visit_types import VisitTypeCache
 from pms.storage.hooks import ResourceChange
+from pms.storage.records import StoredVersion
 from pms.storage.repository import FhirRepository
 
 # Called with (appointment id, the interval given back, the actors whose time it was) after a booking
@@ -200,7 +201,7 @@ class AppointmentRules:
     async def _free_slots_cover(self, store: SchedulingStore, actors: list[str], interval: Interval) -> bool:
         """Some Schedule of these actors has contiguous free Slots covering the whole interval."""
         by_schedule: dict[str, list[tuple[Interval, str]]] = {}
-        for slot in await self._slots_near(store, actors, interval):
+        for _, slot in await self._slots_near(store, actors, interval):
             schedule = str((slot.get("schedule") or {}).get("reference"))
             by_schedule.setdefault(schedule, []).append(
                 (slot_interval(slot, self.config), slot.get("status", ""))
@@ -250,10 +251,10 @@ class AppointmentRules:
 
     async def _slots_near(
         self, store: SchedulingStore, actors: list[str], interval: Interval
-    ) -> list[dict[str, Any]]:
+    ) -> list[tuple[StoredVersion, dict[str, Any]]]:
         """The Slots of these actors' Schedules that overlap the interval (one chained search)."""
         earliest = interval.start - timedelta(minutes=MAX_SLOT_MINUTES)  # a slot may start before the visit
-        slots = await store.search(
+        slots = await store.search_stored(
             "Slot",
             [
                 ("schedule.actor", ",".join(actors)),
@@ -261,16 +262,13 @@ class AppointmentRules:
                 ("start", f"lt{fhir_instant(interval.end)}"),
             ],
         )
-        return [s for s in slots if slot_interval(s, self.config).overlaps(interval)]
+        return [(stored, s) for stored, s in slots if slot_interval(s, self.config).overlaps(interval)]
 
     async def _occupy_slots(self, store: SchedulingStore, actors: list[str], interval: Interval) -> list[str]:
         """Mark the covered Slots of the actors' Schedules busy; their ids, for Appointment.slot."""
-        ids = []
-        for slot in await self._slots_near(store, actors, interval) if actors else ():
-            ids.append(slot["id"])
-            if slot.get("status") == "free":
-                await store.repo.update({**slot, "status": "busy"}, id_=slot["id"])
-        return ids
+        near = await self._slots_near(store, actors, interval) if actors else []
+        await _mark_busy(store, [(stored, slot) for stored, slot in near if slot.get("status") == "free"])
+        return [stored.id for stored, _ in near]
 
     async def _free_slots(self, store: SchedulingStore, slot_ids: list[str]) -> None:
         """Give back Slots no booking covers any more."""
@@ -294,6 +292,18 @@ class AppointmentRules:
             appointment_id=id_, secret=secrets.token_urlsafe(12)
         )
         set_extension(appointment, TELEHEALTH_LINK_URL, "valueUrl", link)
+
+
+async def _mark_busy(store: SchedulingStore, free: list[tuple[StoredVersion, dict[str, Any]]]) -> None:
+    """Free Slots turn busy, all in one statement; one changed since it was read is read again (and left
+    alone if it is no longer free)."""
+    while free:
+        written = await store.repo.update_unchanged(
+            [(stored, {**slot, "status": "busy"}) for stored, slot in free]
+        )
+        done = {version.id for version in written}
+        again = [await store.read_stored("Slot", stored.id) for stored, _ in free if stored.id not in done]
+        free = [found for found in again if found is not None and found[1].get("status") == "free"]
 
 
 def is_patient_caller(repo: FhirRepository) -> bool:

@@ -10,31 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Column, MetaData, Table, Text, delete, select
-from sqlalchemy.dialects.postgresql import TSTZRANGE, Range, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pms.domains.scheduling.periods import Interval
 
-metadata = MetaData()
-
-appointment_occupancy = Table(
-    "appointment_occupancy",
-    metadata,
-    Column("appointment_id", Text, nullable=False),
-    Column("actor", Text, nullable=False),
-    Column("during", TSTZRANGE, nullable=False),
+# Fixed SQL (this table is the scheduling domain's own): prepared once per connection, nothing built per
+# booking. $2 and $3 are an interval's start and end, as a half-open range.
+_RANGE = "tstzrange($2::timestamptz, $3::timestamptz, '[)')"
+_RELEASE = "DELETE FROM appointment_occupancy WHERE appointment_id = $1"
+_CLAIM = (
+    "INSERT INTO appointment_occupancy (appointment_id, actor, during) "
+    f"SELECT $1::text, actor, {_RANGE} FROM unnest($4::text[]) AS actor "
+    "ON CONFLICT DO NOTHING RETURNING actor"
 )
-
-_table = appointment_occupancy
-
-
-def _range(interval: Interval) -> Range[object]:
-    return Range(interval.start, interval.end, bounds="[)")
+_HOLDERS = (
+    "SELECT actor, appointment_id FROM appointment_occupancy "
+    f"WHERE actor = ANY($1::text[]) AND during && {_RANGE} AND appointment_id IS DISTINCT FROM $4::text"
+)
+_BUSY = (
+    "SELECT lower(during) AS low, upper(during) AS high FROM appointment_occupancy "
+    f"WHERE actor = ANY($1::text[]) AND during && {_RANGE}"
+)
 
 
 async def release(conn: AsyncConnection, appointment_id: str) -> None:
-    await conn.execute(delete(_table).where(_table.c.appointment_id == appointment_id))
+    await conn.exec_driver_sql(_RELEASE, (appointment_id,))
 
 
 async def claim(
@@ -45,13 +45,8 @@ async def claim(
     if it committed; ON CONFLICT DO NOTHING keeps this transaction usable for the 409 that follows."""
     if not actors:
         return []
-    statement = (
-        insert(_table)
-        .values([{"appointment_id": appointment_id, "actor": a, "during": _range(interval)} for a in actors])
-        .on_conflict_do_nothing()
-        .returning(_table.c.actor)
-    )
-    claimed = {row.actor for row in await conn.execute(statement)}
+    rows = await conn.exec_driver_sql(_CLAIM, (appointment_id, interval.start, interval.end, list(actors)))
+    claimed = {row.actor for row in rows}
     return [actor for actor in actors if actor not in claimed]
 
 
@@ -62,12 +57,8 @@ async def holders(
     actors = list(actors)
     if not actors:
         return []
-    query = select(_table.c.actor, _table.c.appointment_id).where(
-        _table.c.actor.in_(actors), _table.c.during.overlaps(_range(interval))
-    )
-    if excluding is not None:
-        query = query.where(_table.c.appointment_id != excluding)
-    return [(row.actor, row.appointment_id) for row in await conn.execute(query)]
+    rows = await conn.exec_driver_sql(_HOLDERS, (actors, interval.start, interval.end, excluding))
+    return [(row.actor, row.appointment_id) for row in rows]
 
 
 async def busy_intervals(conn: AsyncConnection, actors: Iterable[str], window: Interval) -> list[Interval]:
@@ -75,7 +66,5 @@ async def busy_intervals(conn: AsyncConnection, actors: Iterable[str], window: I
     actors = list(actors)
     if not actors:
         return []
-    rows = await conn.execute(
-        select(_table.c.during).where(_table.c.actor.in_(actors), _table.c.during.overlaps(_range(window)))
-    )
-    return [Interval(row.during.lower, row.during.upper) for row in rows]
+    rows = await conn.exec_driver_sql(_BUSY, (actors, window.start, window.end))
+    return [Interval(row.low, row.high) for row in rows]

@@ -83,8 +83,12 @@ class SchedulingStore:
         return found
 
     async def read(self, resource_type: str, id_: str) -> dict[str, Any] | None:
+        found = await self.read_stored(resource_type, id_)
+        return None if found is None else found[1]
+
+    async def read_stored(self, resource_type: str, id_: str) -> tuple[StoredVersion, dict[str, Any]] | None:
+        """The current version and its content, unless there is none or it is deleted."""
         stored = await self.repo.current_version(resource_type, id_)
         if stored is None or stored.deleted or stored.content is None:
             return None
-        resource: dict[str, Any] = jsonio.loads(stored.content)
-        return resource
+        return stored, jsonio.loads(stored.content)
