@@ -10,18 +10,24 @@ export async function backendClient(stack) {
   });
   const clientId = /client_id:\s*(\S+)/.exec(out)?.[1];
   if (!clientId) throw new Error(`no client_id in: ${out}`);
-  const response = await fetch(`${stack.baseUrl}/oauth2/token`, {
-    method: 'POST',
-    headers: {
-      'Content-Type': 'application/x-www-form-urlencoded',
-      Authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}`,
-    },
-    body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/*.*' }),
-  });
-  const token = (await response.json()).access_token;
-  if (!token) throw new Error('no backend token');
-  const call = async (method, path, body, prefer) => {
-    const r = await fetch(`${stack.baseUrl}/fhir/${path}`, {
+  // Backend tokens are short-lived (minutes): a long setup (the bench seeds 100,000 patients) gets a new
+  // one when the server says the old one expired.
+  const newToken = async () => {
+    const response = await fetch(`${stack.baseUrl}/oauth2/token`, {
+      method: 'POST',
+      headers: {
+        'Content-Type': 'application/x-www-form-urlencoded',
+        Authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}`,
+      },
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/*.*' }),
+    });
+    const issued = (await response.json()).access_token;
+    if (!issued) throw new Error('no backend token');
+    return issued;
+  };
+  let token = await newToken();
+  const send = (method, path, body, prefer) =>
+    fetch(`${stack.baseUrl}/fhir/${path}`, {
       method,
       headers: {
         Authorization: `Bearer ${token}`,
@@ -31,6 +37,12 @@ export async function backendClient(stack) {
       },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
+  const call = async (method, path, body, prefer) => {
+    let r = await send(method, path, body, prefer);
+    if (r.status === 401) {
+      token = await newToken();
+      r = await send(method, path, body, prefer);
+    }
     const json = await r.json().catch(() => null);
     if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`);
     return json;

@@ -768,32 +768,34 @@ class Extractor:
 
     def extract(self, resource: Mapping[str, Any]) -> list[IndexValue]:
         """Index values of all parameters, without duplicates (per parameter)."""
-        out: list[IndexValue] = []
-        for param in self.params:
-            out.extend(_values_of(param, resource))
-        return out
+        return _values_of(self.params, resource)
 
     def extract_by_param(
         self, resource: Mapping[str, Any], codes: Collection[str] | None = None
     ) -> dict[str, list[IndexValue]]:
         """Index values per parameter: of every parameter, or only of those in `codes` (e.g. the links
         of a compartment: two of Observation's 38 parameters, at a fraction of the cost)."""
+        params = self.params if codes is None else tuple(p for p in self.params if p.code in codes)
         grouped: dict[str, list[IndexValue]] = {}
-        for param in self.params:
-            if codes is None or param.code in codes:
-                for value in _values_of(param, resource):
-                    grouped.setdefault(value.param, []).append(value)
+        for value in _values_of(params, resource):
+            grouped.setdefault(value.param, []).append(value)
         return grouped
 
 
-def _values_of(param: CompiledParam, resource: Mapping[str, Any]) -> list[IndexValue]:
-    try:
-        values = param.run([resource], resource)
-    except (AttributeError, TypeError, ValueError, KeyError, IndexError):
-        # Malformed data (e.g. a string where an object belongs) leaves this parameter unindexed
-        # rather than failing the write; validation is the place that rejects such resources.
-        return []
-    return list(dict.fromkeys(values)) if len(values) > 1 else values
+def _values_of(params: Iterable[CompiledParam], resource: Mapping[str, Any]) -> list[IndexValue]:
+    focus = [resource]
+    out: list[IndexValue] = []
+    for param in params:
+        try:
+            values = param.run(focus, resource)
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+            # Malformed data (e.g. a string where an object belongs) leaves this parameter unindexed
+            # rather than failing the write; validation is the place that rejects such resources.
+            continue
+        if len(values) > 1:
+            values = list(dict.fromkeys(values))
+        out.extend(values)
+    return out
 
 
 @lru_cache(maxsize=1024)
