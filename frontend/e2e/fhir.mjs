@@ -12,14 +12,22 @@ export async function backendClient(stack) {
   if (!clientId) throw new Error(`no client_id in: ${out}`);
   // Backend tokens are short-lived (minutes): a long setup (the bench seeds 100,000 patients) gets a new
   // one when the server says the old one expired.
-  const newToken = async () => {
-    const response = await fetch(`${stack.baseUrl}/oauth2/token`, {
+  const requestToken = () =>
+    fetch(`${stack.baseUrl}/oauth2/token`, {
       method: 'POST',
       headers: {
         'Content-Type': 'application/x-www-form-urlencoded',
         Authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}`,
       },
       body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'system/*.*' }),
+    });
+  const newToken = async () => {
+    // A kept-alive connection that the server closed as idle (its keep-alive timeout is 5 s; `pms client
+    // create` can take longer on a busy machine) fails as "other side closed": a token request is safe to
+    // send again on a new connection.
+    const response = await requestToken().catch((error) => {
+      if (error?.cause?.code !== 'UND_ERR_SOCKET') throw error;
+      return requestToken();
     });
     const issued = (await response.json()).access_token;
     if (!issued) throw new Error('no backend token');
