@@ -35,16 +35,30 @@ export function conceptText(concept: CodeableConcept | undefined): string {
   return concept?.text ?? concept?.coding?.[0]?.display ?? concept?.coding?.[0]?.code ?? '';
 }
 
+// Intl formatters are costly to build (toLocaleDateString builds one per call): one per locale and style.
+const formatters = new Map<string, Intl.DateTimeFormat>();
+function formatter(locale: string, style: 'date' | 'dateTime'): Intl.DateTimeFormat {
+  const key = `${style}|${locale}`;
+  let found = formatters.get(key);
+  if (!found) {
+    const options: Intl.DateTimeFormatOptions =
+      style === 'date' ? { year: 'numeric', month: 'short', day: 'numeric' } : { dateStyle: 'medium', timeStyle: 'short' };
+    found = new Intl.DateTimeFormat(locale, options);
+    formatters.set(key, found);
+  }
+  return found;
+}
+
 export function formatDate(value: string | undefined, locale: string): string {
   if (!value) return '';
   if (/^\d{4}-\d{2}-\d{2}$/.test(value)) {
     const [y, m, d] = value.split('-').map(Number) as [number, number, number];
-    return new Date(y, m - 1, d).toLocaleDateString(locale, { year: 'numeric', month: 'short', day: 'numeric' });
+    return formatter(locale, 'date').format(new Date(y, m - 1, d));
   }
-  return new Date(value).toLocaleDateString(locale, { year: 'numeric', month: 'short', day: 'numeric' });
+  return formatter(locale, 'date').format(new Date(value));
 }
 
 export function formatDateTime(value: string | undefined, locale: string): string {
   if (!value) return '';
-  return new Date(value).toLocaleString(locale, { dateStyle: 'medium', timeStyle: 'short' });
+  return formatter(locale, 'dateTime').format(new Date(value));
 }

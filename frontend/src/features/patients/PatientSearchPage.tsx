@@ -1,13 +1,14 @@
 import { Button, Group, Paper, Stack, Text, TextInput, Title } from '@mantine/core';
-import { useState, type KeyboardEvent } from 'react';
+import { memo, useState, type KeyboardEvent } from 'react';
 import { useTranslation } from 'react-i18next';
 import { Link, useNavigate } from 'react-router-dom';
 import { ageOn, formatDate, mrnOf, patientName, phoneOf } from '../../fhir/format';
 import { Empty, ErrorMessage, Loading } from '../shell/States';
 import { usePatientSearch } from './usePatientSearch';
+import type { Patient } from '../../fhir/types';
 
 export default function PatientSearchPage() {
-  const { t, i18n } = useTranslation();
+  const { t } = useTranslation();
   const navigate = useNavigate();
   const [text, setText] = useState('');
   const [activeIndex, setActiveIndex] = useState(0);
@@ -68,48 +69,14 @@ export default function PatientSearchPage() {
         </div>
       ) : (
         <Paper withBorder>
-          <div
-            id="patient-results"
-            role="listbox"
-            aria-label={t('search.results')}
-            aria-busy={search.searching}
-            data-testid="patient-results"
-            data-results-for={search.shownTerm}
-          >
-            {patients.map((patient, index) => (
-              <div
-                key={patient.id}
-                id={`patient-${patient.id}`}
-                role="option"
-                aria-selected={index === active}
-                tabIndex={-1}
-                className="result-row"
-                onClick={() => navigate(`/patients/${patient.id}`)}
-                onMouseEnter={() => setActiveIndex(index)}
-                style={{ padding: '8px 12px', borderBottom: '1px solid var(--mantine-color-gray-2)' }}
-              >
-                <Group justify="space-between" wrap="wrap" gap="xs">
-                  <Text fw={600}>{patientName(patient) || t('patient.unnamed')}</Text>
-                  <Group gap="lg" wrap="wrap">
-                    <Text size="sm">
-                      {t('patient.birthDate')}: {formatDate(patient.birthDate, i18n.language)}
-                      {patient.birthDate ? ` (${t('patient.ageYears', { count: ageOn(patient.birthDate) ?? 0 })})` : ''}
-                    </Text>
-                    {mrnOf(patient) && (
-                      <Text size="sm">
-                        {t('patient.mrn')}: {mrnOf(patient)}
-                      </Text>
-                    )}
-                    {phoneOf(patient) && (
-                      <Text size="sm">
-                        {t('patient.phone')}: {phoneOf(patient)}
-                      </Text>
-                    )}
-                  </Group>
-                </Group>
-              </div>
-            ))}
-          </div>
+          <ResultList
+            patients={patients}
+            active={active}
+            searching={search.searching}
+            shownTerm={search.shownTerm}
+            onOpen={(id) => navigate(`/patients/${id}`)}
+            onHover={setActiveIndex}
+          />
         </Paper>
       )}
       {search.hasMore && (
@@ -120,3 +87,69 @@ export default function PatientSearchPage() {
     </Stack>
   );
 }
+
+interface ResultListProps {
+  patients: Patient[];
+  active: number;
+  searching: boolean;
+  shownTerm: string | undefined;
+  onOpen: (id: string) => void;
+  onHover: (index: number) => void;
+}
+
+/** The results; memoized so that typing (which re-renders the page on every key) does not redraw them. */
+const ResultList = memo(
+  function ResultList({ patients, active, searching, shownTerm, onOpen, onHover }: ResultListProps) {
+    const { t, i18n } = useTranslation();
+    return (
+      <div
+        id="patient-results"
+        role="listbox"
+        aria-label={t('search.results')}
+        aria-busy={searching}
+        data-testid="patient-results"
+        data-results-for={shownTerm}
+      >
+        {patients.map((patient, index) => (
+          <div
+            key={patient.id}
+            id={`patient-${patient.id}`}
+            role="option"
+            aria-selected={index === active}
+            tabIndex={-1}
+            className="result-row"
+            onClick={() => patient.id && onOpen(patient.id)}
+            onMouseEnter={() => onHover(index)}
+            style={{ padding: '8px 12px', borderBottom: '1px solid var(--mantine-color-gray-2)' }}
+          >
+            <Group justify="space-between" wrap="wrap" gap="xs">
+              <Text fw={600}>{patientName(patient) || t('patient.unnamed')}</Text>
+              <Group gap="lg" wrap="wrap">
+                <Text size="sm">
+                  {t('patient.birthDate')}: {formatDate(patient.birthDate, i18n.language)}
+                  {patient.birthDate ? ` (${t('patient.ageYears', { count: ageOn(patient.birthDate) ?? 0 })})` : ''}
+                </Text>
+                {mrnOf(patient) && (
+                  <Text size="sm">
+                    {t('patient.mrn')}: {mrnOf(patient)}
+                  </Text>
+                )}
+                {phoneOf(patient) && (
+                  <Text size="sm">
+                    {t('patient.phone')}: {phoneOf(patient)}
+                  </Text>
+                )}
+              </Group>
+            </Group>
+          </div>
+        ))}
+      </div>
+    );
+  },
+  // The open handler is a new function on every render of the page; what it does never changes.
+  (before, after) =>
+    before.patients === after.patients &&
+    before.active === after.active &&
+    before.searching === after.searching &&
+    before.shownTerm === after.shownTerm,
+);
