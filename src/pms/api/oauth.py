@@ -1685,6 +1685,24 @@ async def verify_bearer(request: Request, token: str) -> Claims:
     )
 
 
+async def _bearer_user(request: Request, conn: AsyncConnection, *, refusal: str) -> UserAccount | Response:
+    """The signed-in, enabled user whose unrevoked access token the request carries; else the error
+    answer (401 for a missing, invalid or revoked token; 403 with `refusal` for a token of no user)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return _bearer_error("invalid_request", "a Bearer access token is required", 401)
+    try:
+        claims = await verify_bearer(request, token.strip())
+    except InvalidToken:
+        return _bearer_error("invalid_token", "the access token is invalid or expired", 401)
+    if await identity.access_token_revoked(conn, jti=claims.token_id):
+        return _bearer_error("invalid_token", "the access token was revoked", 401)
+    user = await accounts.get_user(conn, user_id=uuid.UUID(claims.user_id)) if claims.user_id else None
+    if user is None or user.disabled:
+        return _bearer_error("insufficient_scope", refusal, 403)
+    return user
+
+
 def _bearer_error(error: str, description: str, status: int) -> JSONResponse:
     # RFC 6750 §3: the WWW-Authenticate challenge names the error for invalid or missing tokens.
     challenge = f'Bearer realm="pms", error="{error}", error_description="{description}"'
@@ -1738,21 +1756,12 @@ async def create_launch(request: Request, body: LaunchRequest) -> Response:
     """The EHR (our SPA) calls this with its user's access token before opening a SMART app with
     `?launch=<id>&iss=<FHIR base>` (app-launch.html#launch-app-ehr-launch). The launch id carries the
     patient (and encounter) into the app's authorization, for this user only, for a limited time."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return _bearer_error("invalid_request", "a Bearer access token is required", 401)
-    try:
-        claims = await verify_bearer(request, token.strip())
-    except InvalidToken:
-        return _bearer_error("invalid_token", "the access token is invalid or expired", 401)
     settings = _settings(request)
     now = _now()
     async with _db(request).transaction() as conn:
-        if await identity.access_token_revoked(conn, jti=claims.token_id):
-            return _bearer_error("invalid_token", "the access token was revoked", 401)
-        user = await accounts.get_user(conn, user_id=uuid.UUID(claims.user_id)) if claims.user_id else None
-        if user is None or user.disabled:
-            return _bearer_error("insufficient_scope", "only a signed-in user can create a launch", 403)
+        user = await _bearer_user(request, conn, refusal="only a signed-in user can create a launch")
+        if isinstance(user, Response):
+            return user
         problem = await _launch_context_problem(request, conn, user, body)
         if problem is not None:
             status = 403 if "own record" in problem else 400
@@ -1785,19 +1794,10 @@ class UserInfo(BaseModel):
 async def userinfo(request: Request) -> Response:
     """OpenID Connect Core §5.3, for any app a user signed in to: `preferred_username`, the user's
     `roles` (what the app may offer them; the server enforces them either way) and `fhirUser`."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return _bearer_error("invalid_request", "a Bearer access token is required", 401)
-    try:
-        claims = await verify_bearer(request, token.strip())
-    except InvalidToken:
-        return _bearer_error("invalid_token", "the access token is invalid or expired", 401)
     async with _db(request).transaction() as conn:
-        if await identity.access_token_revoked(conn, jti=claims.token_id):
-            return _bearer_error("invalid_token", "the access token was revoked", 401)
-        user = await accounts.get_user(conn, user_id=uuid.UUID(claims.user_id)) if claims.user_id else None
-    if user is None or user.disabled:
-        return _bearer_error("insufficient_scope", "the token does not belong to a signed-in user", 403)
+        user = await _bearer_user(request, conn, refusal="the token does not belong to a signed-in user")
+    if isinstance(user, Response):
+        return user
     info = UserInfo(
         sub=str(user.user_id),
         preferred_username=user.username,
