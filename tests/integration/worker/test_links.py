@@ -58,6 +58,12 @@ async def audit_trail(client: httpx.AsyncClient, booked: dict[str, Any]) -> list
     return [e["resource"] for e in response.json().get("entry", []) if e["search"]["mode"] == "match"]
 
 
+def local_start(settings: Settings, booked: dict[str, Any]) -> datetime:
+    """The appointment's start in the session app's clinic zone, as the pages show it."""
+    start = datetime.fromisoformat(booked["start"].replace("Z", "+00:00"))
+    return start.astimezone(ZoneInfo(settings.clinic_timezone))
+
+
 def by_patient_link(events: list[dict[str, Any]], person: dict[str, Any]) -> list[dict[str, Any]]:
     who = f"Patient/{person['id']}"
     return [e for e in events if any(a.get("who", {}).get("reference") == who for a in e["agent"])]
@@ -77,8 +83,7 @@ class TestConfirm:
 
         page = await web.get(paths["confirm"])
         assert page.status_code == 200 and '<form method="post">' in page.text
-        start = datetime.fromisoformat(booked["start"].replace("Z", "+00:00"))
-        local = start.astimezone(ZoneInfo(settings.clinic_timezone))  # the session app's clinic zone
+        local = local_start(settings, booked)
         assert local.utcoffset() and when("en", local) in page.text and '<html lang="en">' in page.text
         assert (await current(client, booked))["meta"]["versionId"] == "1"
 
@@ -127,8 +132,7 @@ class TestConfirm:
         _, booked, paths = await links(client, reminders, smtp[0], now, language="zh")
         assert "lang=zh-CN" in paths["cancel"]
         page = await web.get(paths["cancel"])
-        start = datetime.fromisoformat(booked["start"].replace("Z", "+00:00"))
-        local = start.astimezone(ZoneInfo(settings.clinic_timezone))
+        local = local_start(settings, booked)
         assert '<html lang="zh-CN">' in page.text and "取消您的预约" in page.text
         assert when("zh-CN", local) in page.text and 'name="lang" value="zh-CN"' in page.text
         done = await web.post(paths["cancel"].split("?")[0], data=form(paths["cancel"]))
