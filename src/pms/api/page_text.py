@@ -20,6 +20,7 @@ from datetime import datetime
 from html import escape
 
 from pms.auth.scopes import Scope, parse_scope
+from pms.domains.reminders.messages import EN_MONTHS, EN_WEEKDAYS, ZH_WEEKDAYS
 
 DEFAULT = "en"
 LANGUAGES = ("en", "zh-CN")  # advertised as ui_locales_supported
@@ -305,18 +306,12 @@ def plural(lang: str, key: str, count: int, /, **values: object) -> str:
 
 # -- dates -------------------------------------------------------------------------------------------------
 
-_EN_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_EN_MONTHS = (
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
-)  # fmt: skip
-_ZH_WEEKDAYS = ("星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日")
-
+# Day and month names: the reminders' own (the pages a reminder's links open write dates the same way).
 WHEN: dict[str, Callable[[datetime], str]] = {
     "en": lambda at: (
-        f"{_EN_WEEKDAYS[at.weekday()]} {at.day:02d} {_EN_MONTHS[at.month - 1]} {at.year}, {at:%H:%M}"
+        f"{EN_WEEKDAYS[at.weekday()]} {at.day:02d} {EN_MONTHS[at.month - 1]} {at.year}, {at:%H:%M}"
     ),
-    "zh-CN": lambda at: f"{at.year}年{at.month}月{at.day}日（{_ZH_WEEKDAYS[at.weekday()]}）{at:%H:%M}",
+    "zh-CN": lambda at: f"{at.year}年{at.month}月{at.day}日（{ZH_WEEKDAYS[at.weekday()]}）{at:%H:%M}",
 }
 
 
