@@ -5,6 +5,7 @@ import { Link, Navigate, useParams } from 'react-router-dom';
 import { usePagedSearch } from '../../fhir/hooks';
 import type { AnyResource } from '../../fhir/types';
 import { Empty, ErrorMessage, Loading } from '../shell/States';
+import { SectionItem } from './SectionItem';
 import { sectionByKey } from './sections';
 
 const PAGE_SIZE = '20';
@@ -12,7 +13,7 @@ const PAGE_SIZE = '20';
 /** A summary section's full list, page by page through the server's paging links. */
 export default function PatientSectionPage() {
   const { id = '', section: key } = useParams();
-  const { t, i18n } = useTranslation();
+  const { t } = useTranslation();
   const section = sectionByKey(key);
   const now = useMemo(() => new Date().toISOString().slice(0, 16), []);
   const search = usePagedSearch<AnyResource>(section?.type ?? 'Patient', section ? { ...section.params(id, now), _count: PAGE_SIZE } : null);
@@ -31,17 +32,9 @@ export default function PatientSectionPage() {
       ) : (
         <Paper withBorder p="md">
           <Stack gap="sm" component="ul" style={{ listStyle: 'none', padding: 0, margin: 0 }}>
-            {search.items.map((item) => {
-              const { title, detail } = section.describe(item, i18n.language);
-              return (
-                <li key={item.id}>
-                  <Text fw={500}>{title || '—'}</Text>
-                  <Text size="sm" c="dimmed">
-                    {detail}
-                  </Text>
-                </li>
-              );
-            })}
+            {search.items.map((item) => (
+              <SectionItem key={item.id} section={section} item={item} />
+            ))}
           </Stack>
         </Paper>
       )}

@@ -11,6 +11,7 @@ import { useResource } from '../../fhir/hooks';
 import type { AnyResource, Bundle, Patient } from '../../fhir/types';
 import { Empty, ErrorMessage, Loading } from '../shell/States';
 import { PatientHeader } from './PatientHeader';
+import { SectionItem } from './SectionItem';
 import { SECTIONS, type Section } from './sections';
 
 const SUMMARY_COUNT = '5';
@@ -24,7 +25,7 @@ function useSection(section: Section, patientId: string, now: string) {
 }
 
 function SectionCard({ section, patientId, now }: { section: Section; patientId: string; now: string }) {
-  const { t, i18n } = useTranslation();
+  const { t } = useTranslation();
   const query = useSection(section, patientId, now);
   const items = matches(query.data as Bundle<AnyResource> | undefined);
   return (
@@ -45,19 +46,9 @@ function SectionCard({ section, patientId, now }: { section: Section; patientId:
         <Empty>{t('summary.none')}</Empty>
       ) : (
         <Stack gap={6} component="ul" style={{ listStyle: 'none', padding: 0, margin: 0 }}>
-          {items.map((item) => {
-            const { title, detail } = section.describe(item, i18n.language);
-            return (
-              <li key={item.id}>
-                <Text fw={500}>{title || '—'}</Text>
-                {detail && (
-                  <Text size="sm" c="dimmed">
-                    {detail}
-                  </Text>
-                )}
-              </li>
-            );
-          })}
+          {items.map((item) => (
+            <SectionItem key={item.id} section={section} item={item} />
+          ))}
         </Stack>
       )}
     </Paper>
