@@ -1,23 +1,18 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import i18n, { setLanguage } from '../i18n';
 import { beginSignIn, CLIENT_ID, serverLogoutUrl } from './oauth';
+import { restoreLocation, stubLocation } from '../test/location';
 import { s256Challenge } from './pkce';
 
-// jsdom's window.location cannot be spied on; a stand-in records where the app sends the browser.
-const realLocation = window.location;
 let assigned: string[];
 
 beforeEach(() => {
-  assigned = [];
-  Object.defineProperty(window, 'location', {
-    configurable: true,
-    value: { origin: 'https://pms.example', assign: (url: string) => assigned.push(url) },
-  });
+  assigned = stubLocation();
   sessionStorage.clear();
 });
 
 afterEach(() => {
-  Object.defineProperty(window, 'location', { configurable: true, value: realLocation });
+  restoreLocation();
   setLanguage('en');
 });
 

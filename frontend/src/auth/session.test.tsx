@@ -1,28 +1,17 @@
 import { act, renderHook, waitFor } from '@testing-library/react';
 import type { ReactNode } from 'react';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { restoreLocation, stubLocation } from '../test/location';
 import { SessionProvider, useSession } from './session';
 
-const realLocation = window.location;
 let assigned: string[];
 
 beforeEach(() => {
-  assigned = [];
-  Object.defineProperty(window, 'location', {
-    configurable: true,
-    value: {
-      origin: 'https://pms.example',
-      pathname: '/today',
-      search: '',
-      assign: (url: string) => assigned.push(url),
-    },
-  });
+  assigned = stubLocation({ pathname: '/today', search: '' });
   sessionStorage.clear();
 });
 
-afterEach(() => {
-  Object.defineProperty(window, 'location', { configurable: true, value: realLocation });
-});
+afterEach(restoreLocation);
 
 describe('SessionProvider', () => {
   it("signs in with the app's language at that moment as ui_locales", async () => {
