@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
@@ -18,6 +18,7 @@ from pms.api.calendar import router as calendar_router
 from pms.api.errors import install_error_handlers
 from pms.api.fhir import docs
 from pms.api.fhir.emergency import router as emergency_router
+from pms.api.fhir.routes import hot_router as fhir_hot_router
 from pms.api.fhir.routes import router as fhir_router
 from pms.api.fhir.scheduling import router as scheduling_router
 from pms.api.fhir.security import VerifiedTokens
@@ -51,6 +52,17 @@ class Health(BaseModel):
     status: str  # the API's own state (the database); a stopped worker does not make the API unhealthy
     database: str
     worker: WorkerHealth
+
+
+def add_routes(app: FastAPI, *routers: APIRouter) -> None:
+    """Put the routers' routes on the app itself, in this order.
+
+    `include_router` would wrap each router, and FastAPI resolves a wrapped router's routes on every request,
+    twice, at 3-5 µs a route (half of that directly on the app). Our routers have no router-level
+    dependencies, and their routes already carry the prefix, tags and schema flag, so nothing is lost.
+    """
+    for router in routers:
+        app.router.routes.extend(router.routes)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -100,15 +112,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     queue = JobQueue(settings.redis_url, queue_name=settings.queue_name) if settings.redis_url else None
     app.state.queue = queue
     install_error_handlers(app)
-    # Before the FHIR router: /fhir/.well-known/... must not be taken for /fhir/{type}/{id}.
-    app.include_router(oauth_router)
-    app.include_router(scheduling_router)
-    app.include_router(emergency_router)  # before /fhir/{type}/{id}: its $operations are literal paths
-    app.include_router(fhir_router)
-    app.include_router(calendar_router)
-    app.include_router(waitlist_router)
-    app.include_router(admin_router)
-    app.include_router(appointments_router)
+    add_routes(
+        app,
+        fhir_hot_router,  # first: it matches only well-formed reads, which no other route wants
+        oauth_router,  # before the FHIR router: /fhir/.well-known/... is not /fhir/{type}/{id}
+        scheduling_router,
+        emergency_router,  # before /fhir/{type}/{id}: its $operations are literal paths
+        fhir_router,
+        calendar_router,
+        waitlist_router,
+        admin_router,
+        appointments_router,
+    )
 
     @app.get("/health", response_model=Health, tags=["system"], summary="Liveness, database and worker state")
     async def health() -> Health:
@@ -126,5 +141,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     # Last: the web app answers only what no API route does (api/spa.py).
-    app.include_router(spa.router)
+    add_routes(app, spa.router)
     return app

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 
 FHIR_JSON = "application/fhir+json"
 
@@ -94,6 +95,23 @@ class TestRead:
     async def test_invalid_id_syntax_is_400(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/Patient/" + "x" * 65)
         assert response.status_code == 400
+
+    @pytest.mark.parametrize(
+        ("path", "status"),
+        [
+            ("/Patient/a_b", 400),  # not an id: past the read routes for well-formed ids, still answered
+            ("/Patient/a$b", 400),
+            ("/patient/1", 404),  # not a type
+            ("/Patient/1/_history/x", 400),  # not a version
+            ("/Patients/1/_history/1", 404),
+        ],
+    )
+    async def test_malformed_reads_are_outcomes(
+        self, client: httpx.AsyncClient, path: str, status: int
+    ) -> None:
+        response = await client.get(path)
+        assert response.status_code == status
+        assert response.json()["resourceType"] == "OperationOutcome"
 
     async def test_conditional_read_if_none_match(self, client: httpx.AsyncClient) -> None:
         created = await create(client, patient())
