@@ -48,6 +48,32 @@ class TestInteractionsAreAudited:
         assert any(target in path for path in paths)
 
 
+class TestNotFullTextIndexed:
+    """AuditEvents are searched by their parameters; `_content`/`_text` are unsupported for them
+    (search.html#errors: ignored with a warning when lenient, refused when strict), and not listed in the
+    CapabilityStatement."""
+
+    async def test_content_search_of_audit_events_is_unsupported(self, client: httpx.AsyncClient) -> None:
+        patient = (await client.post("/Patient", json={"resourceType": "Patient"})).json()
+        await client.get(f"/Patient/{patient['id']}")
+        strict_handling = {"Prefer": "handling=strict"}
+        strict = await client.get("/AuditEvent", params={"_content": "read"}, headers=strict_handling)
+        assert strict.status_code == 400 and strict.json()["issue"][0]["code"] == "not-supported"
+        lenient = (await client.get("/AuditEvent", params={"_text": "read", "_count": 1})).json()
+        warnings = [e for e in lenient["entry"] if e["search"]["mode"] == "outcome"]
+        assert "not full-text indexed" in warnings[0]["resource"]["issue"][0]["diagnostics"]
+        patients = await client.get("/Patient", params={"_content": "x"}, headers=strict_handling)
+        assert patients.status_code == 200
+
+    async def test_capability_statement_leaves_them_out(self, client: httpx.AsyncClient) -> None:
+        statement = (await client.get("/metadata")).json()
+        searches = {
+            r["type"]: {p["name"] for p in r.get("searchParam", [])} for r in statement["rest"][0]["resource"]
+        }
+        assert "_content" in searches["Patient"] and "entity" in searches["AuditEvent"]
+        assert not {"_content", "_text"} & searches["AuditEvent"]
+
+
 class TestAppendOnly:
     async def test_audit_events_cannot_be_changed_or_deleted(self, client: httpx.AsyncClient) -> None:
         bundle = (await client.get("/AuditEvent", params={"_count": 1})).json()

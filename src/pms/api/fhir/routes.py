@@ -22,6 +22,7 @@ from pms.fhir.capability import capability_statement
 from pms.fhir.definitions import is_resource_type, is_valid_id
 from pms.fhir.preconditions import http_date, search_criteria, version_from_etag
 from pms.fhir.resource import check_id
+from pms.fhir.search.parse import is_supported
 from pms.fhir.searchparams import Registry
 from pms.fhir.urls import Target, parse_version
 from pms.storage.audit import AuditWriter, denial_event, interaction_event, interaction_name
@@ -261,7 +262,7 @@ async def metadata(request: Request) -> Response:
         search_parameters=lambda type_name: [
             (p.code, p.type, p.description or p.code, p.url)
             for p in registry.params_for(type_name).values()
-            if p.code not in ("_id", "_lastUpdated")
+            if p.code not in ("_id", "_lastUpdated") and is_supported(type_name, p.code)
         ],
     )
     return fhir_response(Outcome(200, body=statement), view)

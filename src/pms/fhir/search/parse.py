@@ -101,6 +101,17 @@ _COMMON: dict[str, ParamInfo] = {
 }
 
 
+# Types without `_content`/`_text`: the audit trail (one record per read) is searched by entity, agent and
+# date, and its full-text vectors were half of the database's work per record (migration 0010).
+FULL_TEXT_EXCLUDED = frozenset({"AuditEvent"})
+FULL_TEXT_PARAMETERS = frozenset({"_content", "_text"})
+
+
+def is_supported(resource_type: str, code: str) -> bool:
+    """Whether searches of this type take this registry parameter (all but the full-text exclusions)."""
+    return resource_type not in FULL_TEXT_EXCLUDED or code not in FULL_TEXT_PARAMETERS
+
+
 class _Unknown(Exception):
     """An unknown or unsupported parameter: dropped or an error, per the requested handling."""
 
@@ -547,6 +558,8 @@ class _Parser:
 
     def _p_text(self, name: str, modifier: str | None, value: str) -> None:
         """search.html#text: `_text` (narrative) and `_content` (whole resource) full-text searches."""
+        if self.resource_type is not None and not is_supported(self.resource_type, name):
+            raise _Unknown(f"{self.resource_type} is not full-text indexed; search it by its parameters")
         self._no_modifier(name, modifier)
         alternatives = tuple(unescape(p, name) for p in split_unescaped(value, ",") if p)
         (self.text if name == "_text" else self.content).append(alternatives)
