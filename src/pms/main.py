@@ -27,6 +27,7 @@ from pms.api.waitlist import router as waitlist_router
 from pms.auth.assertions import JwksFetcher
 from pms.auth.rbac import role_rows
 from pms.config import Settings, get_settings
+from pms.core import heap
 from pms.core.db import Database
 from pms.core.queue import JobQueue, WorkerHealth
 from pms.domains.hooks import write_hooks
@@ -94,9 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.verified_tokens = VerifiedTokens()
         assert app.state.db.fast_pool is not None
         app.state.audit_writer = AuditWriter(app.state.db.fast_pool)  # reads' and refusals' audit, batched
+        heap.settle()  # last: what start-up built lives as long as the process (core/heap.py)
         try:
             yield
         finally:
+            heap.restore()
             if queue is not None:
                 await queue.close()
             await app.state.db.dispose()
