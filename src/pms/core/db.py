@@ -72,7 +72,7 @@ class Database:
         pool = await asyncpg.create_pool(
             driver_dsn(settings),
             min_size=1,
-            max_size=settings.db_pool_size,
+            max_size=settings.db_read_pool_size,
             # The fast path keeps no session state (no locks, LISTEN, SET), so the default reset query
             # on release is a wasted round trip per read (measured: ~19% of read throughput).
             reset=_no_reset,
