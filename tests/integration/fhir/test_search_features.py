@@ -484,6 +484,107 @@ class TestOrAnd:
         assert await fx.labels(client, "/Patient", ("given", ""), ("gender", "male")) == {"a"}
 
 
+class TestRepeatedBounds:
+    """AND of two bounds (search.html#combining): a single-valued parameter's one value must meet both
+    (they are tested on the same index row); a multi-valued one may meet them with different values."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    async def fx(cls, server_url: str) -> Fixture:
+        fx = Fixture()
+
+        def observation(label: str, value: float, components: tuple[float, ...] = ()) -> dict[str, Any]:
+            quantity = {"system": "http://unitsofmeasure.org", "code": "mg"}
+            parts = [{"code": {"text": "c"}, "valueQuantity": {"value": v, **quantity}} for v in components]
+            return fx.resource(
+                "Observation",
+                label,
+                status="final",
+                code={"text": "x"},
+                effectiveDateTime=f"2026-03-{int(value):02d}T10:00:00Z",
+                valueQuantity={"value": value, **quantity},
+                **({"component": parts} if parts else {}),
+            )
+
+        await fx.store(server_url, [observation("seven", 7, (3, 10)), observation("twelve", 12)])
+        return fx
+
+    async def test_single_valued_bounds_hold_for_the_one_value(
+        self, client: httpx.AsyncClient, fx: Fixture
+    ) -> None:
+        assert await fx.labels(
+            client, "/Observation", ("value-quantity", "gt5"), ("value-quantity", "lt10")
+        ) == {"seven"}
+        assert await fx.labels(
+            client, "/Observation", ("date", "ge2026-03-05"), ("date", "lt2026-03-10")
+        ) == {"seven"}
+        assert (
+            await fx.labels(client, "/Observation", ("date", "ge2026-03-08"), ("date", "lt2026-03-12"))
+            == set()
+        )
+
+    async def test_multi_valued_bounds_may_hold_for_different_values(
+        self, client: httpx.AsyncClient, fx: Fixture
+    ) -> None:
+        # No component is both > 5 and < 4, but one is > 5 (10) and another < 4 (3).
+        found = await fx.labels(
+            client, "/Observation", ("component-value-quantity", "gt5"), ("component-value-quantity", "lt4")
+        )
+        assert found == {"seven"}
+
+
+class TestInstantBounds:
+    """Bounds on an instant-valued parameter (Appointment.start) at the edges of their precision: the
+    index scan they allow (an instant starts less than a second before it ends) must not change what
+    matches (search.html#prefix: ge, gt, sa against the search value's whole second)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    async def fx(cls, server_url: str) -> Fixture:
+        fx = Fixture()
+        starts = {
+            "before": "09:59:59.500",
+            "at": "10:00:00",
+            "second": "10:00:01",
+            "late": "10:59:59",
+            "next": "11:00:00",
+        }
+        await fx.store(
+            server_url,
+            [
+                fx.resource(
+                    "Appointment",
+                    label,
+                    status="proposed",
+                    start=f"2026-03-01T{time}Z",
+                    end="2026-03-01T12:00:00Z",
+                    participant=[{"status": "needs-action", "actor": {"display": "Dr. X"}}],
+                )
+                for label, time in starts.items()
+            ],
+        )
+        return fx
+
+    async def test_range_of_one_hour(self, client: httpx.AsyncClient, fx: Fixture) -> None:
+        found = await fx.labels(
+            client, "/Appointment", ("date", "ge2026-03-01T10:00:00Z"), ("date", "lt2026-03-01T11:00:00Z")
+        )
+        assert found == {"at", "second", "late"}
+
+    async def test_prefixes_at_the_edge_of_a_second(self, client: httpx.AsyncClient, fx: Fixture) -> None:
+        async def found(value: str) -> set[str]:
+            return await fx.labels(client, "/Appointment", ("date", value))
+
+        everything = {"before", "at", "second", "late", "next"}
+        later = {"second", "late", "next"}
+        assert await found("ge2026-03-01T09:59:59Z") == everything
+        assert await found("ge2026-03-01T10:00:00Z") == everything - {"before"}
+        assert await found("gt2026-03-01T10:00:00Z") == later
+        assert await found("sa2026-03-01T10:00:00Z") == later
+        assert await found("ge2026-03-01T10:00:01Z") == later
+        assert await found("eq2026-03-01T10:00:01Z") == {"second"}
+
+
 # --- escaping (search.html#escaping) --------------------------------------------------------------------
 
 

@@ -873,6 +873,27 @@ class TestReference:
         value = f"Patient/{fx.id('p2')},Group/{fx.id('g1')}"
         assert await self.subject(client, fx, "subject", value) == {"p2", "versioned", "group"}
 
+    async def test_or_of_every_form(self, client: httpx.AsyncClient, fx: Fixture, server_url: str) -> None:
+        # Several ids of one type are tested as one IN list; bare ids, versions, this server's and
+        # another server's URLs, and other types keep their own meaning within the same OR.
+        p1, p2, g1 = fx.id("p1"), fx.id("p2"), fx.id("g1")
+        values = [
+            f"Patient/{p1}",
+            f"Patient/{p2}",
+            f"Group/{g1}",
+            f"http://other.example.org/fhir/Patient/{p1}",
+        ]
+        found = {"rel", "abs-local", "p2", "versioned", "group", "external"}
+        assert await self.subject(client, fx, "subject", ",".join(values)) == found
+        values = [f"Patient/{p2}/_history/1", f"{server_url}/fhir/Group/{g1}", p1]
+        assert await self.subject(client, fx, "subject", ",".join(values)) == {
+            "versioned",
+            "group",
+            "rel",
+            "abs-local",
+            "group-same-id",
+        }
+
     async def test_identifier_modifier(self, client: httpx.AsyncClient, fx: Fixture) -> None:
         # search.html#reference :identifier: matches Reference.identifier (a logical reference).
         assert await self.subject(client, fx, "subject:identifier", "urn:mrn|7") == {"logical"}

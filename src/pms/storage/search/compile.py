@@ -35,6 +35,7 @@ from sqlalchemy.sql.expression import CompoundSelect, FromClause
 
 from pms.auth.policy import AnyOf, Restriction
 from pms.core.errors import bad_request, not_supported
+from pms.fhir.cardinality import at_most_one, instants_only
 from pms.fhir.extract import identifier_code, normalize_string
 from pms.fhir.search.model import (
     CompositeValue,
@@ -247,6 +248,42 @@ def _is_plain_string(criterion: Criterion) -> bool:
     )
 
 
+RANGE_TYPES = frozenset({"date", "number", "quantity"})  # one index row per value (fhir/extract.py)
+INSTANT_SPAN = timedelta(seconds=1)  # an instant's index range: within its own second (extract.date_range)
+
+
+def _start_floor(criterion: Criterion) -> datetime | None:
+    """For an instant-valued parameter: a time every match's `low` is after, when each of the criterion's
+    values bounds from below (ge, gt, sa, eq); None otherwise.
+
+    ge X needs the value to end at or after X's start (`high` >= X.low, see _date_test), and an instant
+    ends less than a second after it starts. The test is implied, never narrower: it only lets the
+    index on (param, low) bound the scan.
+    """
+    floors = []
+    for value in criterion.values:
+        if not isinstance(value, DateValue):
+            return None
+        match value.prefix:
+            case "ge" | "eq":
+                floors.append(value.low - INSTANT_SPAN)
+            case "gt" | "sa":
+                floors.append(value.high - INSTANT_SPAN)
+            case _:
+                return None
+    return min(floors) if floors else None
+
+
+def _is_plain_range(criterion: Criterion) -> bool:
+    """A date, number or quantity criterion matched on its own index rows (no chain, no modifier)."""
+    return (
+        criterion.type in RANGE_TYPES
+        and criterion.chain is None
+        and criterion.modifier is None
+        and not criterion.code.startswith("_")
+    )
+
+
 class Compiler:
     def __init__(self, context: SearchContext) -> None:
         self.context = context
@@ -317,9 +354,9 @@ class Compiler:
 
     def intersected_strings(
         self, resource_type: str, criteria: Sequence[Criterion]
-    ) -> tuple[CompoundSelect[Any], tuple[Criterion, ...]] | None:
+    ) -> tuple[list[CompoundSelect[Any]], tuple[Criterion, ...]]:
         """Two or more plain string criteria (the words typed into a name search, AND-ed) as one
-        `INTERSECT` of their index matches, and the criteria left; None when there are fewer than two.
+        `INTERSECT` of their index matches, and the criteria left (all of them, with fewer than two).
 
         Kept as separate `rid IN (...)` tests, PostgreSQL multiplies the words' selectivities as if they
         were independent (`smith` 5% x `wei` 5%: 250 expected of 100,000, none actual), walks the primary
@@ -328,9 +365,46 @@ class Compiler:
         """
         words = [c for c in criteria if _is_plain_string(c)]
         if len(words) < 2:
-            return None
+            return [], tuple(criteria)
         matches = intersect(*(self._value_rids(resource_type, c) for c in words))
-        return matches, tuple(c for c in criteria if not _is_plain_string(c))
+        return [matches], tuple(c for c in criteria if not _is_plain_string(c))
+
+    def merged_ranges(
+        self, resource_type: str, criteria: Sequence[Criterion]
+    ) -> tuple[list[Select[Any]], tuple[Criterion, ...]]:
+        """Repeats of a single-valued date, number or quantity parameter (`start=ge…&start=lt…`) as one
+        match on the same index row each, and the criteria left.
+
+        For a parameter with at most one value per resource (pms.fhir.cardinality), "a value ≥ X and a
+        value < Y" is "the value in [X, Y)". Kept apart, each bound alone matches most of the index
+        (everything after X, everything before Y); on one row, and with the implied start of an instant
+        (_start_floor), the pair is one bounded scan of the (param, low) index: the day's free Slots of
+        every Schedule in 2.6 ms instead of a 9.8 ms walk of the primary key.
+        """
+        groups: dict[str, list[Criterion]] = {}
+        for criterion in criteria:
+            if _is_plain_range(criterion) and self._single_valued(resource_type, criterion.code):
+                groups.setdefault(criterion.code, []).append(criterion)
+        merged = [group for group in groups.values() if len(group) > 1]
+        taken = {id(c) for group in merged for c in group}
+        rest = tuple(c for c in criteria if id(c) not in taken)
+        return [self._value_rids(resource_type, *group) for group in merged], rest
+
+    def _instants_only(self, resource_type: str, code: str) -> bool:
+        expression = self._expression(resource_type, code)
+        return expression is not None and instants_only(expression, resource_type)
+
+    def _single_valued(self, resource_type: str, code: str) -> bool:
+        expression = self._expression(resource_type, code)
+        return (
+            expression is not None
+            and len(_hashes_of(self.registry, resource_type, code)) == 1
+            and at_most_one(expression, resource_type)
+        )
+
+    def _expression(self, resource_type: str, code: str) -> str | None:
+        param = self.registry.param(resource_type, code)
+        return param.expression if param is not None else None
 
     # -- helpers ----------------------------------------------------------------------------------------
 
@@ -345,12 +419,18 @@ class Compiler:
 
     def _rids_matching(self, resource_type: str, criterion: Criterion | ReverseChain) -> Select[Any]:
         """rids of `resource_type` resources matching a (chained) criterion."""
-        inner = resource.alias()
+        # The tables themselves, not aliases (as in _value_rids): these subqueries stand alone (never
+        # correlated), and an alias costs a copy of every column, three per chained search.
+        inner = resource
         if isinstance(criterion, ReverseChain):
             condition = self.reverse_chain((resource_type,), criterion, inner)
         else:
             condition = self.condition(resource_type, criterion, inner)
-        return select(inner.c.rid).where(inner.c.resource_type == resource_type, ~inner.c.deleted, condition)
+        return (
+            select(inner.c.rid)
+            .where(inner.c.resource_type == resource_type, ~inner.c.deleted, condition)
+            .correlate(None)
+        )
 
     def _chain_rids(self, resource_type: str, criterion: Criterion) -> Select[Any]:
         """`subject:Patient.name=x` (search.html#chaining): references through `subject` to Patients whose
@@ -359,16 +439,21 @@ class Compiler:
         target_type = criterion.target_type
         if target_type is None:
             raise bad_request(f"The chained parameter '{criterion.code}' needs a target type", code="invalid")
-        targets = resource.alias()
-        refs = INDEX_TABLES["reference"].alias()
-        target_ids = select(targets.c.id).where(
-            targets.c.rid.in_(self._rids_matching(target_type, criterion.chain)),
+        targets, refs = resource, INDEX_TABLES["reference"]  # standalone subqueries, as in _rids_matching
+        target_ids = (
+            select(targets.c.id)
+            .where(targets.c.rid.in_(self._rids_matching(target_type, criterion.chain)))
+            .correlate(None)
         )
-        return select(refs.c.rid).where(
-            self._param(refs, resource_type, criterion.code),
-            refs.c.target_type == target_type,
-            refs.c.target_id.in_(target_ids),
-            self.local(refs),
+        return (
+            select(refs.c.rid)
+            .where(
+                self._param(refs, resource_type, criterion.code),
+                refs.c.target_type == target_type,
+                refs.c.target_id.in_(target_ids),
+                self.local(refs),
+            )
+            .correlate(None)
         )
 
     def _missing(self, resource_type: str, criterion: Criterion, res: FromClause) -> ColumnElement[bool]:
@@ -384,7 +469,9 @@ class Compiler:
         )
         return not_(has_value) if missing.pop() else has_value
 
-    def _value_rids(self, resource_type: str, criterion: Criterion) -> Select[Any]:
+    def _value_rids(self, resource_type: str, criterion: Criterion, *same_row: Criterion) -> Select[Any]:
+        """rids with an index row of the criterion's parameter that matches one of its values (and, for
+        each of `same_row`, repeats of the same parameter, one of theirs: see merged_ranges)."""
         if criterion.type not in INDEX_TABLES:
             raise not_supported(
                 f"Searching by the {criterion.type} parameter '{criterion.code}' is not supported"
@@ -392,10 +479,20 @@ class Compiler:
         # The table itself, not an alias: this subquery is self-contained (never correlated, even when
         # nested in a chain over the same table), and an alias costs a copy of every column per search.
         table = INDEX_TABLES[criterion.type]
-        tests = [self._value_test(table, criterion, value) for value in criterion.values]
+        matches = []
+        for each in (criterion, *same_row):
+            if each.type == "reference":
+                tests = self._reference_tests(table, each, each.values)
+            else:
+                tests = [self._value_test(table, each, value) for value in each.values]
+            matches.append(or_(*tests) if tests else false())
+        if criterion.type == "date" and self._instants_only(resource_type, criterion.code):
+            floors = [f for f in map(_start_floor, (criterion, *same_row)) if f is not None]
+            if floors:
+                matches.append(table.c.low > max(floors))
         return (
             select(table.c.rid)
-            .where(self._param(table, resource_type, criterion.code), or_(*tests) if tests else false())
+            .where(self._param(table, resource_type, criterion.code), *matches)
             .correlate(None)
         )
 
@@ -455,26 +552,54 @@ class Compiler:
     ) -> ColumnElement[bool]:
         """search.html#reference: `[id]`, `[type]/[id]{/_history/[version]}`, `:[type]`, an absolute URL
         (this server's: the resource it names; another server's: that URL), a canonical `url|version`."""
-        if isinstance(value, TokenValue):
-            raise not_supported("Reference search by :identifier is not supported yet")
+        return self._reference_tests(table, criterion, (value,))[0]
+
+    def _reference_tests(
+        self, table: FromClause, criterion: Criterion, values: Sequence[SearchValue]
+    ) -> list[ColumnElement[bool]]:
+        """The tests of reference values (OR-ed by the caller): references to this server's resources
+        of one type, without a version, as one `target_id IN (…)`, the rest one by one. A `$find` names
+        every PractitionerRole offering a visit type: fifty ORs of four tests each took 25 ms to build."""
+        tests: list[ColumnElement[bool]] = []
+        ids_by_type: dict[str | None, list[str]] = {}
+        for value in values:
+            if isinstance(value, TokenValue):
+                raise not_supported("Reference search by :identifier is not supported yet")
+            assert isinstance(value, ReferenceValue)
+            target = self._reference_target(criterion, value)
+            if target is None:  # another server's resource: its URL (and canonical version)
+                foreign = [table.c.url == value.url]
+                if value.canonical_version is not None:
+                    foreign.append(table.c.version == value.canonical_version)
+                tests.append(and_(*foreign))
+                continue
+            target_type, target_id, version = target
+            if version is None:
+                ids_by_type.setdefault(target_type, []).append(target_id)
+                continue
+            typed = [] if target_type is None else [table.c.target_type == target_type]
+            tests.append(
+                and_(table.c.target_id == target_id, *typed, table.c.version == version, self.local(table))
+            )
+        for target_type, ids in ids_by_type.items():
+            same_id = table.c.target_id == ids[0] if len(ids) == 1 else table.c.target_id.in_(ids)
+            typed = [] if target_type is None else [table.c.target_type == target_type]
+            tests.append(and_(same_id, *typed, self.local(table)))
+        return tests
+
+    def _reference_target(
+        self, criterion: Criterion, value: ReferenceValue
+    ) -> tuple[str | None, str, str | None] | None:
+        """(type, id, version) of the resource on this server a reference value names; None when its
+        absolute URL is another server's."""
         target_type = criterion.target_type or value.type
         target_id, version = value.id, value.version
         if value.url is not None:
             local = self.context.local_reference(value.url)
             if local is None:
-                tests = [table.c.url == value.url]
-                if value.canonical_version is not None:
-                    tests.append(table.c.version == value.canonical_version)
-                return and_(*tests)
+                return None
             target_type, target_id, version = local
-        if target_id is None:
-            target_id = value.value
-        tests = [table.c.target_id == target_id, self.local(table)]
-        if target_type is not None:
-            tests.append(table.c.target_type == target_type)
-        if version is not None:
-            tests.append(table.c.version == version)
-        return and_(*tests)
+        return target_type, target_id if target_id is not None else value.value, version
 
     def _composite_rids(self, resource_type: str, criterion: Criterion) -> Select[Any]:
         """search.html#composite: every component matches within the same composite value (rows sharing

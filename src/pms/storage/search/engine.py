@@ -93,11 +93,10 @@ class SearchEngine:
         if self.access is not None:
             conditions.append(self._access_condition(types, res))
         criteria = request.criteria
-        if len(types) == 1:
-            words = self.compiler.intersected_strings(types[0], criteria)
-            if words is not None:
-                conditions.append(res.c.rid.in_(words[0]))
-                criteria = words[1]
+        if len(types) == 1:  # criteria matched together, each pass taking its own out of `criteria`
+            for combined in (self.compiler.intersected_strings, self.compiler.merged_ranges):
+                matches, criteria = combined(types[0], criteria)
+                conditions += [res.c.rid.in_(rids) for rids in matches]
         for criterion in criteria:
             per_type = [self.compiler.condition(t, criterion, res) for t in types or [ANY_TYPE]]
             conditions.append(or_(*per_type) if len(per_type) > 1 else per_type[0])
