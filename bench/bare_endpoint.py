@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 READ = "SELECT content::text FROM resource WHERE resource_type=$1 AND id=$2"
-POOL_SIZE = 10  # the server's default db_pool_size
+POOL_SIZE = 10  # the server's default db_read_pool_size (its pool for reads by id)
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:

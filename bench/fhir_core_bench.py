@@ -7,9 +7,11 @@ One run, everything on 127.0.0.1, everything it starts stopped and dropped again
 3. 2,000 seeded Patients (transaction Bundles), 500 of them updated so that vread has versions 1..2;
 4. wrk (-t2, 2 s warm-up, 10 s measured) at 8 and 32 connections: read, vread, create, update;
 5. transaction ingest of the Synthea sample (100 patient Bundles) with 2 and 4 concurrent clients;
-6. ceilings: `pgbench -S` (own database, scale 10) and bench/bare_endpoint.py (FastAPI + asyncpg, one
+6. the baseline of the audit issue: the same app with neither token checks nor audit on reads
+   (bench/unaudited_app.py), measured right before the read at 32 connections;
+7. ceilings: `pgbench -S` (own database, scale 10) and bench/bare_endpoint.py (FastAPI + asyncpg, one
    primary-key select) measured with the same wrk read script at 32 connections;
-7. a markdown table (also bench/results/fhir_core.json) with PASS/MISS against the targets; a py-spy profile
+8. a markdown table (also bench/results/fhir_core.json) with PASS/MISS against the targets; a py-spy profile
    of the server's workers under every workload that misses its target.
 
 Usage: .venv/bin/python bench/fhir_core_bench.py [--duration 10] [--connections 8,32] [--no-profile]
@@ -64,7 +66,7 @@ UPDATED_PATIENTS = 500
 PROFILE_SECONDS = 8
 INGEST_CONCURRENCY = (2, 4)
 BENCH_SCOPES = "system/*.cruds"  # the bench's OAuth client may do everything, like a backend integration
-SERVER_MAX_CONNECTIONS = WORKERS * (10 + 10 + 10)  # per worker: SQLAlchemy pool + overflow, fast-read pool
+SERVER_MAX_CONNECTIONS = WORKERS * (20 + 5 + 10)  # per worker: SQLAlchemy pool + overflow, read pool
 FHIR_JSON = "application/fhir+json"
 NOISY_PCT = 10.0  # other processes' share of the CPUs above which a figure is flagged
 
@@ -72,6 +74,7 @@ NOISY_PCT = 10.0  # other processes' share of the CPUs above which a figure is f
 READ_MIN_RPS = 2_000.0
 READ_MIN_PCT_BARE = 70.0
 READ_MAX_P95_MS = 25.0
+AUDITED_MIN_PCT = 70.0  # the audit issue: read with auth + audit >= 70% of the unauthenticated read
 CREATE_MIN_RPS = 800.0
 INGEST_MIN_RESOURCES_PER_S = 1_000.0
 
@@ -826,6 +829,20 @@ def measure_bare_endpoint(
         return measure(bare, read, BARE_CONNECTIONS, args, meter)
 
 
+UNAUDITED = "read without auth and audit (baseline)"
+
+
+def measure_unaudited(
+    database_url: str, read: Workload, args: argparse.Namespace, meter: LoadMeter
+) -> WrkResult:
+    """The same app with neither token checks nor audit on reads (bench/unaudited_app.py): the FHIR core's
+    own read path, and the figure the audit issue's target is a share of."""
+    port = free_port()
+    command = uvicorn_command("unaudited_app:create_app", port, app_dir=ROOT / "bench")
+    with running_server("unaudited", command, database_url, port) as unaudited:
+        return measure(unaudited, read, BARE_CONNECTIONS, args, meter)
+
+
 async def _free_connection_slots(admin_url: str) -> int:
     conn = await asyncpg.connect(admin_url, timeout=10)
     try:
@@ -1004,17 +1021,33 @@ def best(rows: list[Row], operation: str) -> Row | None:
 def verdicts(rows: list[Row]) -> list[Verdict]:
     out: list[Verdict] = []
     read = find(rows, "read", 32)
-    if read is not None:
-        pct = read.pct_bare or 0.0
+    unaudited = find(rows, UNAUDITED, 32)
+    for row, label, workload in (
+        (unaudited, "read by id @32, FHIR core (no auth, no audit)", None),
+        (read, "read by id @32 with auth + audit", ("read", 32)),
+    ):
+        if row is None:
+            continue
+        pct = row.pct_bare or 0.0
         out.append(
             Verdict(
-                f"read by id @32: >= {READ_MIN_RPS:,.0f} req/s, >= {READ_MIN_PCT_BARE:.0f}% of bare, "
+                f"{label}: >= {READ_MIN_RPS:,.0f} req/s, >= {READ_MIN_PCT_BARE:.0f}% of bare, "
                 f"p95 < {READ_MAX_P95_MS:.0f} ms",
-                f"{read.rate:,.0f} req/s, {pct:.0f}% of bare, p95 {read.p95_ms or 0:.1f} ms",
-                read.rate >= READ_MIN_RPS
+                f"{row.rate:,.0f} req/s, {pct:.0f}% of bare, p95 {row.p95_ms or 0:.1f} ms",
+                row.rate >= READ_MIN_RPS
                 and pct >= READ_MIN_PCT_BARE
-                and (read.p95_ms or 1e9) < READ_MAX_P95_MS,
-                ("read", 32),
+                and (row.p95_ms or 1e9) < READ_MAX_P95_MS,
+                workload,
+            )
+        )
+    if read is not None and unaudited is not None:
+        share = 100 * read.rate / unaudited.rate
+        out.append(
+            Verdict(
+                f"read by id @32 with auth + audit: >= {AUDITED_MIN_PCT:.0f}% of the unaudited read",
+                f"{share:.0f}% ({read.rate:,.0f} of {unaudited.rate:,.0f} req/s)",
+                share >= AUDITED_MIN_PCT,
+                None,  # the read with auth + audit is profiled for its own verdict above
             )
         )
     create = best(rows, "create")
@@ -1160,6 +1193,8 @@ def measure_interactions(
             if operation == "read" and connections == BARE_CONNECTIONS:
                 bare = measure_bare_endpoint(database_url, read, args, meter)
                 rows.append(wrk_row(BARE, connections, bare))
+                unaudited = measure_unaudited(database_url, read, args, meter)
+                rows.append(wrk_row(UNAUDITED, connections, unaudited))
             result = measure(server, workload, connections, args, meter)
             rows.append(wrk_row(operation, connections, result))
     return rows

@@ -453,6 +453,9 @@ def main() -> None:
         help="py-spy every server worker during the bookings: raw stacks to DIR, a summary to the log",
     )
     parser.add_argument(
+        "--keep-database", action="store_true", help="leave the database for inspection (its name is logged)"
+    )
+    parser.add_argument(
         "--admin-url",
         default=os.environ.get("PMS_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
@@ -467,7 +470,10 @@ def main() -> None:
         with pms_server(url, workers=2, client=client) as server:
             results = asyncio.run(run_bench(server, args, url))
     finally:
-        drop_database(args.admin_url, name)
+        if args.keep_database:
+            log(f"kept database {name}")
+        else:
+            drop_database(args.admin_url, name)
     # The issue gives latency targets without a load: one client is the latency of a request, eight
     # concurrent clients (on this 2-core machine) adds the queueing of a busy front desk. Both are printed.
     targets = {

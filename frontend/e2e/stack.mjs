@@ -116,5 +116,7 @@ export async function startStack({ users = [], env: extraEnv = {} } = {}) {
     await stop();
     throw error;
   }
-  return { baseUrl, databaseUrl, stop };
+  // Planner statistics now, as autovacuum would shortly after a bulk load in a running clinic.
+  const analyze = () => python(ADMIN_SQL, [databaseUrl, 'ANALYZE']);
+  return { baseUrl, databaseUrl, stop, analyze };
 }
