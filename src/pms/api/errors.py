@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pms.api.caching import CACHE_CONTROL, NOT_STORED
 from pms.core.errors import AppError, Issue
 from pms.fhir import jsonio
 from pms.fhir.outcome import operation_outcome
@@ -29,7 +30,7 @@ def outcome_response(status: int, issues: list[Issue], headers: dict[str, str] |
     return Response(
         jsonio.dumps(operation_outcome(issues)),
         status_code=status,
-        headers=headers,
+        headers={CACHE_CONTROL: NOT_STORED, **(headers or {})},
         media_type="application/fhir+json",
     )
 

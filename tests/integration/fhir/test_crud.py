@@ -290,3 +290,24 @@ class TestHead:
         assert response.headers["etag"] == 'W/"1"'
         assert response.content == b""
         assert (await client.head(f"/Patient/{uuid.uuid4()}")).status_code == 404
+
+
+class TestNotCached:
+    """Answers carry PHI and change under the client: nothing may keep them (api/caching.py). Without
+    Cache-Control, a browser reuses a response with Last-Modified for a tenth of its age (RFC 9111
+    §4.2.2), and the staff app re-read a Patient it had just updated at its old version."""
+
+    async def test_reads_searches_writes_and_errors_say_no_store(self, client: httpx.AsyncClient) -> None:
+        created = await client.post("/Patient", json=patient())
+        rid = created.json()["id"]
+        answers = [
+            created,
+            await client.get(f"/Patient/{rid}"),
+            await client.get(f"/Patient/{rid}/_history/1"),
+            await client.get("/Patient", params={"family": "Chalmers"}),
+            await client.put(f"/Patient/{rid}", json=patient(id=rid)),
+            await client.get(f"/Patient/{uuid.uuid4()}"),
+            await client.get("/Patient", params={"birthdate": "not-a-date"}),
+        ]
+        assert [a.status_code for a in answers] == [201, 200, 200, 200, 200, 404, 400]
+        assert {a.headers.get("cache-control") for a in answers} == {"no-store"}

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pms.api.caching import CACHE_CONTROL, NOT_STORED
 from pms.core.errors import AppError, Issue, bad_request
 from pms.fhir import jsonio
 from pms.fhir.outcome import information
@@ -133,7 +134,7 @@ def _too_large(max_bytes: int) -> AppError:
 def fhir_response(
     outcome: Outcome, view: Presentation, *, write: bool = False, head: bool = False
 ) -> Response:
-    headers: dict[str, str] = {}
+    headers = {CACHE_CONTROL: NOT_STORED}
     stored = outcome.stored
     if stored is not None:
         headers["ETag"] = stored.etag
