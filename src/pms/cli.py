@@ -1,4 +1,4 @@
-"""The `pms` command: `pms serve | worker | migrate | db start|stop|url | reindex | user | keys | client`.
+"""The `pms` command: `pms serve | worker | migrate | db | reindex | audit | user | keys | client`.
 
 Each subcommand is a `Command` (how to configure its parser, what to run) in `commands()`; later ones
 (worker, user, client, import, reindex) are added there. Heavy imports happen inside the handlers so that
@@ -191,6 +191,31 @@ def _reindex(args: argparse.Namespace, settings: Settings) -> int:
         report = asyncio.run(run(url))
     print(f"\nReindexed {report.resources} resources in {report.batches} batches.")
     return 0
+
+
+# -- audit -------------------------------------------------------------------------------------------------
+
+
+def _configure_audit(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    catch_up = actions.add_parser(
+        "catch-up",
+        help="make every audit record in the backlog a searchable AuditEvent now (the worker does it "
+        "every half minute, and AuditEvent searches before they run)",
+    )
+    _configure_migrate(catch_up, settings)
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    from pms.storage.audit_backlog import AuditBacklog
+    from pms.storage.registry_provider import RegistryProvider
+
+    async def catch_up(db: Any) -> str:
+        assert db.fast_pool is not None, "Database.open opens the pool"
+        moved = await AuditBacklog(db.fast_pool).catch_up(await RegistryProvider().current(db))
+        return f"{moved} audit records stored as AuditEvents."
+
+    return _run_db(args, settings, catch_up)
 
 
 # -- user --------------------------------------------------------------------------------------------------
@@ -504,6 +529,7 @@ def commands() -> dict[str, Command]:
         "reindex": Command(
             "rebuild search indexes (apply new or changed SearchParameters)", _configure_reindex, _reindex
         ),
+        "audit": Command("the audit trail's backlog (reads' audit records)", _configure_audit, _audit),
         "user": Command("manage staff and portal user accounts", _configure_user, _user),
         "keys": Command("rotate and list token signing keys", _configure_keys, _keys),
         "client": Command(

@@ -36,6 +36,7 @@ from pms.domains.scheduling.wiring import scheduling_config
 from pms.fhir.validation import validate_resource
 from pms.storage import accounts
 from pms.storage.audit import AuditWriter
+from pms.storage.audit_backlog import AuditBacklog
 from pms.storage.identity import KeyCache
 from pms.storage.links import LinkSigner
 from pms.storage.principals import PrincipalDirectory
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.verified_tokens = VerifiedTokens()
         assert app.state.db.fast_pool is not None
         app.state.audit_writer = AuditWriter(app.state.db.fast_pool)  # reads' and refusals' audit, batched
+        app.state.audit_backlog = AuditBacklog(app.state.db.fast_pool)  # ... made searchable AuditEvents
         heap.settle()  # last: what start-up built lives as long as the process (core/heap.py)
         try:
             yield

@@ -23,6 +23,7 @@ from pms.domains.reminders import tasks as reminder_tasks
 from pms.domains.scheduling.tasks import SchedulingJobs
 from pms.domains.scheduling.wiring import scheduling_config
 from pms.fhir.validation import validate_resource
+from pms.storage.audit_backlog import AuditBacklog
 from pms.storage.identity import KeyCache
 from pms.storage.links import LinkSigner
 from pms.storage.registry_provider import RegistryProvider
@@ -36,6 +37,15 @@ async def heartbeat(ctx: dict[str, Any]) -> None:
     redis: ArqRedis = ctx["redis"]
     settings: Settings = ctx["settings"]
     await redis.set(heartbeat_key(settings.queue_name), datetime.now(UTC).isoformat(), ex=HEARTBEAT_TTL)
+
+
+async def audit_catch_up(ctx: dict[str, Any]) -> int:
+    """Move the reads' audit records into the store as searchable AuditEvents (storage/audit_backlog.py),
+    so that the next AuditEvent search finds little left to do."""
+    db: Database = ctx["db"]
+    provider: RegistryProvider = ctx["registry_provider"]
+    assert db.fast_pool is not None, "Database.open opens the pool"
+    return await AuditBacklog(db.fast_pool).catch_up(await provider.current(db))
 
 
 # -- scheduling (domains/scheduling/tasks.py): the waitlist -----------------------------------------------
@@ -83,6 +93,7 @@ def _scheduling_jobs(settings: Settings, db: Database, queue: JobQueue) -> Sched
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     ctx["db"] = db = await Database.open(settings)
+    ctx["registry_provider"] = RegistryProvider(ttl=settings.search_registry_ttl)
     ctx["queue"] = queue = JobQueue(settings.redis_url or "", queue_name=settings.queue_name)
     ctx["scheduling"] = _scheduling_jobs(settings, db, queue)
     await reminder_tasks.startup(ctx)
@@ -123,7 +134,8 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
         second=0,
         timeout=1800,
     )  # a quiet hour (the worker's local time); it redoes the last two days, so a missed run loses nothing
-    return [beat, expire, horizons, *reminder_tasks.cron_jobs(settings)]
+    audit = cron(audit_catch_up, name=f"{settings.queue_name}:audit-catch-up", second={15, 45}, timeout=600)
+    return [beat, expire, horizons, audit, *reminder_tasks.cron_jobs(settings)]
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 `AuditEvent?entity=Patient/123`, `?agent=`, `?date=`), append-only for every role.
 
 Writes are audited in the unit of work's own transaction (both land or neither does). Reads are audited
-before their answer leaves (fail closed: no record, no data). Refusals are audited on their own, since the
-refused unit of work rolls back.
+before their answer leaves (fail closed: no record, no data), through the audit backlog
+(storage/audit_backlog.py). Refusals are audited on their own, since the refused unit of work rolls back.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from pms.fhir import jsonio
 from pms.fhir.extract import ReferenceValue, extractor_for
 from pms.fhir.searchparams import Registry
 from pms.fhir.urls import Target
-from pms.storage.indexer import Indexer
-from pms.storage.pending import PendingCreates
+from pms.storage import audit_backlog
 from pms.storage.records import StoredVersion
 
 
@@ -65,21 +64,22 @@ def now() -> datetime:
 
 
 class AuditWriter:
-    """Writes the AuditEvents of reads and refusals, group-committed.
+    """Commits the AuditEvents of reads and refusals to the audit backlog, group-committed.
 
     Each caller waits until its own record is committed (fail closed), but callers arriving while a
     write is under way share the next statement and its single WAL flush, instead of paying one commit
-    each: a read's audit costs a fraction of a commit under load. One per process (app lifespan).
+    each: a read's audit costs a fraction of a commit under load. The records become searchable
+    AuditEvents through pms.storage.audit_backlog. One per process (app lifespan).
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
-        self._waiting: list[tuple[dict[str, Any], Registry, asyncio.Future[None]]] = []
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def write(self, registry: Registry, event: dict[str, Any]) -> None:
+    async def write(self, event: dict[str, Any]) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((event, registry, done))
+        self._waiting.append((event, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
         await done
@@ -87,32 +87,21 @@ class AuditWriter:
     async def _drain(self) -> None:
         while self._waiting:
             batch, self._waiting = self._waiting, []
-            pending = PendingCreates()
-            for event, registry, _ in batch:
-                event_id = str(uuid.uuid4())
-                recorded = now()
-                stamped = {
-                    **event,
-                    "id": event_id,
-                    "meta": {"versionId": "1", "lastUpdated": recorded.isoformat()},
-                }
-                pending.add(
-                    "AuditEvent",
-                    event_id,
-                    recorded,
-                    jsonio.dumps(stamped).decode(),
-                    "POST",
-                    Indexer(registry).values(stamped),
+            records = []
+            for event, _ in batch:
+                event_id, recorded = str(uuid.uuid4()), now()
+                meta = {"versionId": "1", "lastUpdated": recorded.isoformat()}
+                records.append(
+                    (event_id, recorded, jsonio.dumps({**event, "id": event_id, "meta": meta}).decode())
                 )
-            sql, args = pending.statement()
             failure: AppError | None = None
             try:
                 async with self.pool.acquire() as conn:
-                    await conn.execute(sql, *args)
+                    await audit_backlog.record(conn, records)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 # Fail closed: without its audit record, the interaction's answer is not given.
                 failure = AppError(503, [Issue("transient", "The audit trail is unavailable; try again")])
-            for _, _, done in batch:
+            for _, done in batch:
                 if done.done():
                     continue
                 if failure is None:

@@ -25,6 +25,7 @@ from pms.fhir.search.model import SearchRequest
 from pms.fhir.searchparams import Registry
 from pms.fhir.summary import select_elements, summarize
 from pms.fhir.urls import Target
+from pms.storage.audit_backlog import AUDIT_EVENT, AuditBacklog
 from pms.storage.records import StoredVersion
 from pms.storage.repository import FhirRepository
 from pms.storage.search.engine import SearchEngine, SearchResult
@@ -67,8 +68,12 @@ class Interactions:
         default_count: int,
         max_count: int,
         access: AccessContext | None = None,
+        audit_backlog: AuditBacklog | None = None,
     ) -> None:
+        """`audit_backlog`: caught up before anything that can read AuditEvents; None where the
+        caller has no audit backlog to wait for (tools working on the store itself)."""
         self.repo = repo
+        self.audit_backlog = audit_backlog
         self.registry = registry
         self.base = base.rstrip("/")
         self.max_count = max_count
@@ -141,6 +146,8 @@ class Interactions:
     async def _instance_level(self, request: InteractionRequest, resource_type: str, id_: str) -> Outcome:
         target = request.target
         check_id(id_)
+        if resource_type == AUDIT_EVENT and request.method in ("GET", "HEAD") and not target.history:
+            await self._see_audit_trail()
         match request.method:
             case "GET" | "HEAD" if target.version_id is not None:
                 return Outcome(200, await self.repo.vread(resource_type, id_, target.version_id))
@@ -274,6 +281,8 @@ class Interactions:
         request = self.parse(resource_type, query, strict=strict)
         if self.access is not None:
             policy.require(policy.check_search(self.access, request))
+        if self.audit_backlog is not None:
+            await self.audit_backlog.before_search(request, self.registry)
         await self.repo.flush()
         result = await self.engine.search(request, compartment=compartment)
         path = _search_path(resource_type, compartment)
@@ -319,6 +328,8 @@ class Interactions:
 
     async def history(self, target: Target) -> Outcome:
         params: HistoryQuery = parse_history_query(target.query)
+        if target.resource_type in (None, AUDIT_EVENT):
+            await self._see_audit_trail()
         versions = await self.repo.history(
             resource_type=target.resource_type,
             id_=target.id,
@@ -336,6 +347,11 @@ class Interactions:
             links.append(("next", bundles.page_url(self.base, path, target.query, _page=token)))
         entries = [self._history_entry(v) for v in versions]
         return Outcome(200, body=bundles.bundle("history", entries, links=links))
+
+    async def _see_audit_trail(self) -> None:
+        """Every AuditEvent recorded so far in the store, for what reads AuditEvents next."""
+        if self.audit_backlog is not None:
+            await self.audit_backlog.catch_up(self.registry)
 
     def _history_entry(self, version: StoredVersion) -> dict[str, Any]:
         url = f"{self.base}/{version.reference}"

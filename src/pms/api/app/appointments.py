@@ -66,8 +66,6 @@ def _actor(request: Request, patient_id: str | None) -> events.Actor:
 
 async def _refuse(request: Request, appointment_id: str, action: str, method: str, lang: str) -> HTMLResponse:
     """A bad or expired token: recorded like any refused access, answered without detail."""
-    db: Database = request.app.state.db
-    provider: RegistryProvider = request.app.state.registry_provider
     writer: AuditWriter = request.app.state.audit_writer
     event = events.access_denied_event(
         interaction="read" if method == "GET" else "update",
@@ -76,7 +74,7 @@ async def _refuse(request: Request, appointment_id: str, action: str, method: st
         reason=f"invalid or expired reminder link ({action[:20]})",
         resources=[f"Appointment/{appointment_id}"] if _plain_id(appointment_id) else [],
     )
-    await writer.write(await provider.current(db), event)
+    await writer.write(event)
     return _page(lang, "link_refused_title", "link_refused", 403)
 
 

@@ -56,6 +56,7 @@ async def interactions(
             default_count=settings.default_page_size,
             max_count=settings.max_page_size,
             access=access,
+            audit_backlog=request.app.state.audit_backlog,
         )
         # Index rows of this unit's writes go in before it commits.
         await repo.flush()

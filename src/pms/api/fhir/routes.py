@@ -26,6 +26,7 @@ from pms.fhir.search.parse import is_supported
 from pms.fhir.searchparams import Registry
 from pms.fhir.urls import Target, parse_version
 from pms.storage.audit import AuditWriter, denial_event, interaction_event, interaction_name
+from pms.storage.audit_backlog import AUDIT_EVENT, AuditBacklog
 from pms.storage.guard import Guard
 from pms.storage.interactions import InteractionRequest, Interactions, Outcome, conditional_read
 from pms.storage.records import StoredVersion
@@ -155,7 +156,7 @@ async def run_audited(
             if write:
                 fhir.repo.append_internal(event)
         if not write:
-            await _audit_writer(request).write(fhir.registry, event)  # fail closed: no record, no answer
+            await _audit_writer(request).write(event)  # fail closed: no record, no answer
     except AppError as error:
         await _audit_refusal(request, interaction, access, error)
         raise
@@ -179,7 +180,7 @@ async def _audit_refusal(
         error=error,
         resource=_addressed_resource(request.url.path),
     )
-    await _audit_writer(request).write(await _registry(request), event)
+    await _audit_writer(request).write(event)
 
 
 async def _registry(request: Request) -> Registry:
@@ -213,6 +214,9 @@ async def _fast_read(
         access = await access_for(request)
         guard = Guard(access)
         guard.require_type("read" if interaction == "read" else "vread", resource_type)
+        if resource_type == AUDIT_EVENT:  # it may still be in the audit backlog
+            backlog: AuditBacklog = request.app.state.audit_backlog
+            await backlog.catch_up(await _registry(request))
         stored: StoredVersion = await read()
         guard.require_stored("read" if interaction == "read" else "vread", stored)
     except AppError as error:
@@ -227,7 +231,7 @@ async def _fast_read(
         touched=[stored],
         emergency=guard.emergency,
     )
-    await _audit_writer(request).write(registry, event)  # fail closed: no record, no answer
+    await _audit_writer(request).write(event)  # fail closed: no record, no answer
     return stored
 
 
