@@ -21,7 +21,7 @@ REPLACED = ("access_for", "interaction_event", "_audit_writer")
 
 
 class _NoAudit:
-    async def write(self, registry: Any, event: Any) -> None:
+    async def write(self, event: Any) -> None:
         return None
 
 
