@@ -77,7 +77,7 @@ def _audit(
     what: str,
 ) -> None:
     address = request.client.host if request.client else None
-    repo.append_internal(
+    repo.record_audit_event(
         events.security_admin_event(
             actor=actor_of(access, address),
             recorded=datetime.now(UTC),

@@ -120,7 +120,7 @@ async def answer_offer(request: Request, offer_id: uuid.UUID) -> HTMLResponse:
             actor = events.Actor(
                 fhir_user=offer.patient, address=request.client.host if request.client else None
             )
-            repo.append_internal(
+            repo.record_audit_event(
                 interaction_event(
                     interaction="update",
                     access=None,

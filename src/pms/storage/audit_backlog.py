@@ -19,17 +19,14 @@ from pms.fhir import jsonio
 from pms.fhir.search.model import Criterion, ReverseChain, SearchRequest
 from pms.fhir.searchparams import Registry
 from pms.storage.indexer import Indexer
-from pms.storage.pending import PendingCreates
+from pms.storage.pending import PendingCreates, audit_backlog_insert
 
 AUDIT_EVENT = "AuditEvent"
 BATCH = (
     1000  # records per transaction: big enough to amortise the statement, small enough to hold locks briefly
 )
 
-_RECORD = (
-    "INSERT INTO audit_backlog (id, recorded, content) "
-    "SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[])"
-)
+_RECORD = audit_backlog_insert(1)
 _LAST = "SELECT max(seq) FROM audit_backlog"
 # FOR UPDATE without SKIP LOCKED: a second mover waits for the first, then finds its rows gone (PostgreSQL
 # skips rows deleted under a lock), so no record is moved twice and none is skipped.

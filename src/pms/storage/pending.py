@@ -24,9 +24,11 @@ class PendingCreates:
     contents: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     index: IndexBuffer = field(default_factory=IndexBuffer)
+    # AuditEvents of this unit's writes (id, time, JSON), for the audit backlog (storage/audit_backlog.py)
+    audits: list[tuple[str, datetime, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.ids)
+        return bool(self.ids or self.audits)
 
     def add(
         self,
@@ -44,6 +46,9 @@ class PendingCreates:
         self.contents.append(content)
         self.methods.append(method)
         self.index.add(slot, resource_type, values)
+
+    def add_audit(self, id_: str, recorded: datetime, content: str) -> None:
+        self.audits.append((id_, recorded, content))
 
     def statement(self, *, also: IndexBuffer | None = None) -> tuple[str, list[Any]]:
         """The statement writing the buffered creates; with `also`, the index rows of other writes (updates,
@@ -64,9 +69,22 @@ class PendingCreates:
         parts += self.index.cte_parts(args, new_rows=list(zip(self.types, self.ids, strict=True)))
         if also:
             parts += also.cte_parts(args, label="o")
+        if self.audits:
+            first = len(args) + 1
+            args += [list(column) for column in zip(*self.audits, strict=True)]
+            parts.append(f"audit AS ({audit_backlog_insert(first)})")
         return "WITH " + ", ".join(parts) + " SELECT count(*) FROM new_res", args
 
     def clear(self) -> None:
         for column in (self.types, self.ids, self.times, self.contents, self.methods):
             column.clear()
+        self.audits.clear()
         self.index.clear()
+
+
+def audit_backlog_insert(first: int) -> str:
+    """INSERT of audit records into the backlog from three arrays (ids, times, JSON) bound at $first..."""
+    return (
+        "INSERT INTO audit_backlog (id, recorded, content) "
+        f"SELECT * FROM unnest(${first}::text[], ${first + 1}::timestamptz[], ${first + 2}::text[])"
+    )

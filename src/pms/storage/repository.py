@@ -162,14 +162,14 @@ class FhirRepository:
         self.pending.add(resource_type, id_, now, content.decode(), "POST", self.indexer.values(stamped))
         return StoredVersion(resource_type, id_, 1, now, False, content, "POST")
 
-    def append_internal(self, resource: dict[str, Any]) -> str:
-        """Store a resource the server itself makes (an AuditEvent) in this unit of work. The caller's
-        access does not apply: nobody may write AuditEvents, yet every interaction must leave one."""
+    def record_audit_event(self, event: dict[str, Any]) -> str:
+        """Record an AuditEvent in this unit of work: committed with it, through the audit backlog
+        (storage/audit_backlog.py). The caller's access does not apply: nobody may write AuditEvents,
+        yet every interaction must leave one."""
         id_ = new_id()
         now = self.clock()
-        stamped = stamp(resource, id_=id_, version_id=1, last_updated=now)
-        content = jsonio.dumps(stamped).decode()
-        self.pending.add(resource["resourceType"], id_, now, content, "POST", self.indexer.values(stamped))
+        stamped = stamp(event, id_=id_, version_id=1, last_updated=now)
+        self.pending.add_audit(id_, now, jsonio.dumps(stamped).decode())
         return id_
 
     async def update(

@@ -26,14 +26,20 @@ async def _patient(client: httpx.AsyncClient) -> str:
     return patient_id
 
 
-async def _waiting(database: Database, patient_id: str) -> list[dict[str, Any]]:
-    """The backlog's records of reads of this patient."""
+async def _waiting(database: Database, patient_id: str, interaction: str = "read") -> list[dict[str, Any]]:
+    """The backlog's records of this interaction with this patient."""
     assert database.fast_pool is not None
     rows = await database.fast_pool.fetch(
         "SELECT content FROM audit_backlog WHERE content LIKE $1", f"%Patient/{patient_id}%"
     )
     events = [json.loads(row["content"]) for row in rows]
-    return [e for e in events if e["subtype"][0]["code"] == "read"]
+    return [e for e in events if e["subtype"][0]["code"] == interaction]
+
+
+async def _backlog_size(database: Database) -> int:
+    assert database.fast_pool is not None
+    size: int = await database.fast_pool.fetchval("SELECT count(*) FROM audit_backlog")
+    return size
 
 
 async def _stored(database: Database, event_ids: list[str]) -> list[str]:
@@ -80,6 +86,35 @@ class TestReadsGoThroughTheBacklog:
         await client.get(f"/Patient/{patient_id}")
         compartment = (await client.get(f"/Patient/{patient_id}/AuditEvent")).json()
         assert len([e for e in compartment["entry"] if e["resource"]["subtype"][0]["code"] == "read"]) == 2
+
+
+class TestWritesGoThroughTheBacklog:
+    """A write's AuditEvent is committed in the write's own transaction (both land or neither does)."""
+
+    async def test_a_write_and_its_record_land_together(
+        self, client: httpx.AsyncClient, database: Database
+    ) -> None:
+        patient_id = await _patient(client)
+        (created,) = await _waiting(database, patient_id, "create")
+        assert created["action"] == "C"
+
+    async def test_a_failed_transaction_leaves_no_record(
+        self, client: httpx.AsyncClient, database: Database
+    ) -> None:
+        before = await _backlog_size(database)
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+                {
+                    "resource": {"resourceType": "Patient", "gender": "x"},
+                    "request": {"method": "POST", "url": "Patient"},
+                },
+            ],
+        }
+        assert (await client.post("/", json=bundle)).status_code in (400, 422)
+        assert await _backlog_size(database) == before
 
 
 class TestCatchingUp:

@@ -123,7 +123,7 @@ async def respond_page(
         except AppError:
             return _page(language, "appointment_gone_title", "appointment_gone", 404)
         appointment = jsonio.loads(stored.content or "{}")
-        repo.append_internal(_event(request, registry, "read", stored, patient_of(appointment)))
+        repo.record_audit_event(_event(request, registry, "read", stored, patient_of(appointment)))
         await repo.flush()
     label = text(language, "confirm" if checked == "confirm" else "cancel_appointment")
     start = f"<strong>{escape(_when(request, appointment, language))}</strong>"
@@ -170,7 +170,7 @@ async def respond_submit(request: Request, appointment_id: str) -> HTMLResponse:
             # e.g. a scheduling rule refused the change, or it changed meanwhile: nothing was written.
             return _page(language, _TITLES[checked], "reply_closed", 409)
         if answer.stored is not None:
-            repo.append_internal(_event(request, registry, "update", answer.stored, answer.patient_id))
+            repo.record_audit_event(_event(request, registry, "update", answer.stored, answer.patient_id))
         await repo.flush()
     return _page(language, _TITLES[checked], f"reply_{answer.result}")
 

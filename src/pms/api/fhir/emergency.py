@@ -78,7 +78,7 @@ async def break_glass(request: Request, id: ResourceId) -> Response:
             minutes=minutes,
             now=now,
         )
-        fhir.repo.append_internal(
+        fhir.repo.record_audit_event(
             events.break_glass_event(
                 actor=actor_of(access, address),
                 recorded=now,

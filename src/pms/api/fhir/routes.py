@@ -154,7 +154,7 @@ async def run_audited(
                 emergency=fhir.repo.guard.emergency,
             )
             if write:
-                fhir.repo.append_internal(event)
+                fhir.repo.record_audit_event(event)
         if not write:
             await _audit_writer(request).write(event)  # fail closed: no record, no answer
     except AppError as error:
@@ -299,7 +299,7 @@ async def batch_or_transaction(request: Request) -> Response:
             interaction = "batch"
         async with interactions(request, write=True, access=access) as fhir:
             result = await bundle_processor(fhir).process(body, prefer=view.prefer_return)
-            fhir.repo.append_internal(
+            fhir.repo.record_audit_event(
                 interaction_event(
                     interaction=interaction,
                     access=access,
