@@ -148,7 +148,8 @@ async function main() {
     const fhir = await backendClient(stack);
     await seedPatients(fhir, PATIENTS);
     // Searched right after a bulk load, PostgreSQL has no statistics for the new rows yet (the first
-    // searches took 0.5-1.3 s); autovacuum gathers them within a minute or so in a running clinic.
+    // searches took 0.5-1.3 s) and no visibility map; autovacuum does both within a minute or so in a
+    // running clinic (stack.mjs).
     stack.analyze();
     const page = await browser.context.newPage();
     page.setDefaultTimeout(60_000);
