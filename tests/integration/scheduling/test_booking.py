@@ -91,6 +91,22 @@ class TestBooking:
         statuses = [(s["start"], s["status"]) for s in await clinic.slots(staff.schedule_id, monday)][:3]
         assert statuses == [(at(monday, 9), "busy"), (at(monday, 9, 20), "busy"), (at(monday, 9, 40), "free")]
 
+    async def test_a_visit_late_in_a_long_slot_marks_that_slot_busy(self, clinic: Clinic) -> None:
+        """Booking looks back by the Schedule's own slot length for slots that cover the visit."""
+        staff = await clinic.practitioner(slot_minutes=60)
+        tuesday = next_weekday(1)
+        response = await book(
+            clinic.http,
+            appointment(clinic, staff, await clinic.patient(), at(tuesday, 9, 40), at(tuesday, 10)),
+        )
+        assert response.status_code == 201, response.text
+        slots = await clinic.slots(staff.schedule_id, tuesday)
+        assert [(s["start"], s["status"]) for s in slots][:2] == [
+            (at(tuesday, 9), "busy"),
+            (at(tuesday, 10), "free"),
+        ]
+        assert response.json()["slot"] == [{"reference": f"Slot/{slots[0]['id']}"}]
+
     async def test_double_booking_is_409_naming_who(self, clinic: Clinic) -> None:
         staff = await clinic.practitioner()
         monday = next_weekday(0)

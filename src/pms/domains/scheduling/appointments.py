@@ -29,7 +29,7 @@ from pms.domains.scheduling.codes import (
 from pms.domains.scheduling.config import SchedulingConfig
 from pms.domains.scheduling.conflicts import conflict_issue
 from pms.domains.scheduling.periods import Interval, fhir_instant, parse_moment, rule_broken
-from pms.domains.scheduling.slots import MAX_SLOT_MINUTES, schedule_actors, slot_interval
+from pms.domains.scheduling.slots import MAX_SLOT_MINUTES, schedule_actors, slot_interval, slot_minutes
 from pms.domains.scheduling.store import SchedulingStore
 from pms.domains.scheduling.visit_types import VisitTypeCache
 from pms.storage.hooks import ResourceChange
@@ -201,7 +201,7 @@ class AppointmentRules:
     async def _free_slots_cover(self, store: SchedulingStore, actors: list[str], interval: Interval) -> bool:
         """Some Schedule of these actors has contiguous free Slots covering the whole interval."""
         by_schedule: dict[str, list[tuple[Interval, str]]] = {}
-        for _, slot in await self._slots_near(store, actors, interval):
+        for _, slot in await self._slots_near(store, actors, interval, every_length=True):
             schedule = str((slot.get("schedule") or {}).get("reference"))
             by_schedule.setdefault(schedule, []).append(
                 (slot_interval(slot, self.config), slot.get("status", ""))
@@ -250,9 +250,15 @@ class AppointmentRules:
     # -- slots -----------------------------------------------------------------------------------------
 
     async def _slots_near(
-        self, store: SchedulingStore, actors: list[str], interval: Interval
+        self, store: SchedulingStore, actors: list[str], interval: Interval, *, every_length: bool = False
     ) -> list[tuple[StoredVersion, dict[str, Any]]]:
         """The Slots of these actors' Schedules that overlap the interval.
+
+        A covering Slot starts before the interval by less than its own length. Free Slots are cut at
+        their Schedule's current slot length (slots.py regenerates the free ones when it changes), so
+        looking back that far finds every free one: a 20-minute schedule's hour instead of four hours of
+        every Schedule's Slots to filter. `every_length` looks back the longest
+        length allowed, for booked or blocked Slots kept from before such a change.
 
         The Schedules first, then their Slots by id, rather than one chained search (`schedule.actor=`):
         PostgreSQL estimates a chain's Schedules at one Slot each (the reference index's statistics span
@@ -261,7 +267,8 @@ class AppointmentRules:
         schedules = await store.search("Schedule", [("actor", ",".join(actors))])
         if not schedules:
             return []
-        earliest = interval.start - timedelta(minutes=MAX_SLOT_MINUTES)  # a slot may start before the visit
+        longest = MAX_SLOT_MINUTES if every_length else max(slot_minutes(s, self.config) for s in schedules)
+        earliest = interval.start - timedelta(minutes=longest)
         slots = await store.search_stored(
             "Slot",
             [
