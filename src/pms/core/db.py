@@ -6,8 +6,9 @@ at the end or rolls back on error, so a failed request leaves no trace.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import asyncpg
 import orjson
@@ -52,7 +53,19 @@ def driver_dsn(settings: Settings) -> str:
     )
 
 
-WRITE_PLAN_MODE = "SET LOCAL plan_cache_mode = auto"
+T = TypeVar("T")
+GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
+CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
+
+
+async def custom_plans(conn: AsyncConnection, work: Callable[[], Awaitable[T]]) -> T:
+    """Run `work` (a search whose criteria the client wrote) in a write unit, planned per execution as
+    every search is. Back to generic plans only on success: a failed statement ends the unit anyway,
+    and a failed search inside a batch only leaves the rest of the unit planning per execution."""
+    await conn.exec_driver_sql(CUSTOM_PLANS)
+    result = await work()
+    await conn.exec_driver_sql(GENERIC_PLANS)
+    return result
 
 
 async def _no_reset(connection: asyncpg.Connection) -> None:
@@ -87,10 +100,11 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection in one transaction: committed if the block succeeds, rolled back otherwise."""
         async with self.engine.begin() as conn:
-            # A write unit runs the same few statements over and over (the buffered write, the booking
-            # rules' searches), whose plans do not depend on the values: let PostgreSQL reuse a generic
-            # plan instead of planning each one afresh (create_engine: searches plan per execution).
-            await conn.exec_driver_sql(WRITE_PLAN_MODE)
+            # A write unit runs the server's own few statements over and over (the buffered write, the
+            # booking rules' searches), whose plans do not depend on the values: reuse generic plans
+            # instead of planning each afresh. Searches the client wrote still plan per execution
+            # (`custom_plans`; create_engine says why).
+            await conn.exec_driver_sql(GENERIC_PLANS)
             yield conn
 
     @asynccontextmanager

@@ -6,14 +6,16 @@ behaves exactly like the same request sent on its own.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import jsonpatch
 
 from pms.auth import policy
 from pms.auth.context import AccessContext
+from pms.core.db import custom_plans
 from pms.core.errors import AppError, Issue, bad_request, not_found, not_supported, precondition_failed
 from pms.fhir import bundle as bundles
 from pms.fhir import jsonio
@@ -30,6 +32,7 @@ from pms.storage.records import StoredVersion
 from pms.storage.repository import FhirRepository
 from pms.storage.search.engine import SearchEngine, SearchResult
 
+T = TypeVar("T")
 ReturnPreference = Literal["minimal", "representation", "OperationOutcome"]
 
 
@@ -69,11 +72,14 @@ class Interactions:
         max_count: int,
         access: AccessContext | None = None,
         audit_backlog: AuditBacklog | None = None,
+        write_unit: bool = False,
     ) -> None:
         """`audit_backlog`: caught up before anything that can read AuditEvents; None where the
-        caller has no audit backlog to wait for (tools working on the store itself)."""
+        caller has no audit backlog to wait for (tools working on the store itself). `write_unit`: the
+        connection is a write transaction, which plans with generic plans (core/db.py)."""
         self.repo = repo
         self.audit_backlog = audit_backlog
+        self.write_unit = write_unit
         self.registry = registry
         self.base = base.rstrip("/")
         self.max_count = max_count
@@ -102,7 +108,7 @@ class Interactions:
         if not (request.criteria or request.has or request.lists or request.text or request.content):
             raise bad_request("A conditional request needs search criteria", code="invalid")
         await self.repo.flush()
-        return await self.engine.match_ids(request, limit=limit)
+        return await self._planned_per_execution(lambda: self.engine.match_ids(request, limit=limit))
 
     async def execute(self, request: InteractionRequest) -> Outcome:
         target, method = request.target, request.method
@@ -284,7 +290,9 @@ class Interactions:
         if self.audit_backlog is not None:
             await self.audit_backlog.before_search(request, self.registry)
         await self.repo.flush()
-        result = await self.engine.search(request, compartment=compartment)
+        result = await self._planned_per_execution(
+            lambda: self.engine.search(request, compartment=compartment)
+        )
         path = _search_path(resource_type, compartment)
         body = self._searchset(request, result, path)
         return Outcome(200, body=body, touched=[*result.matches, *result.included])
@@ -347,6 +355,12 @@ class Interactions:
             links.append(("next", bundles.page_url(self.base, path, target.query, _page=token)))
         entries = [self._history_entry(v) for v in versions]
         return Outcome(200, body=bundles.bundle("history", entries, links=links))
+
+    async def _planned_per_execution(self, search: Callable[[], Awaitable[T]]) -> T:
+        """A search whose criteria the client wrote: planned per execution, even in a write unit."""
+        if not self.write_unit:
+            return await search()
+        return await custom_plans(self.repo.conn, search)
 
     async def _see_audit_trail(self) -> None:
         """Every AuditEvent recorded so far in the store, for what reads AuditEvents next."""

@@ -57,6 +57,7 @@ async def interactions(
             max_count=settings.max_page_size,
             access=access,
             audit_backlog=request.app.state.audit_backlog,
+            write_unit=write,
         )
         # Index rows of this unit's writes go in before it commits.
         await repo.flush()
