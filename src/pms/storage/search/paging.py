@@ -89,12 +89,14 @@ def beyond(keys: list[tuple[Any, bool]], anchor: tuple[Any, ...], *, forward: bo
     alternatives = []
     for position, (expression, descending) in enumerate(keys):
         value = anchor[position]
+        nullable = position < len(keys) - 1  # the row id, last, never is: a plain range on the primary key
         step: ColumnElement[bool]
         if forward:
             if value is None:
                 step = false()
             else:
-                step = or_(expression < value if descending else expression > value, expression.is_(None))
+                after = expression < value if descending else expression > value
+                step = or_(after, expression.is_(None)) if nullable else after
         elif value is None:
             step = expression.is_not(None)
         else:
