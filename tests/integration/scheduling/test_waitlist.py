@@ -289,7 +289,9 @@ class TestHorizon:
     async def test_the_daily_job_opens_the_next_days(self, clinic: Clinic, worker: Worker) -> None:
         every_day = [{"availableStartTime": "09:00:00", "availableEndTime": "10:00:00"}]
         staff = await clinic.practitioner(hours=every_day)
-        horizon_end = datetime.now(UTC).date() + timedelta(days=worker.jobs.config.horizon_days)
+        # The clinic's date, not UTC's: from 00:00 UTC until the clinic's midnight they differ by a day.
+        today = datetime.now(worker.jobs.config.zone).date()
+        horizon_end = today + timedelta(days=worker.jobs.config.horizon_days)
         assert await clinic.slots(staff.schedule_id, horizon_end + timedelta(days=1)) == []
         looked_at = await worker.jobs.extend_horizons(datetime.now(UTC) + timedelta(days=2))
         assert looked_at >= 1
