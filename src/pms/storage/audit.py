@@ -9,7 +9,6 @@ before their answer leaves (fail closed: no record, no data), through the audit 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -97,13 +96,7 @@ class AuditWriter:
             if loop.time() - self._last_commit < BUSY_WITHIN:
                 await asyncio.sleep(LINGER)  # under load: let concurrent reads join this commit
             batch, self._waiting = self._waiting, []
-            records = []
-            for event, _ in batch:
-                event_id, recorded = str(uuid.uuid4()), now()
-                meta = {"versionId": "1", "lastUpdated": recorded.isoformat()}
-                records.append(
-                    (event_id, recorded, jsonio.dumps({**event, "id": event_id, "meta": meta}).decode())
-                )
+            records = [audit_backlog.new_record(event, now()) for event, _ in batch]
             failure: AppError | None = None
             try:
                 async with self.pool.acquire() as conn:

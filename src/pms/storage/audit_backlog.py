@@ -12,19 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from pms.fhir import jsonio
+from pms.fhir.resource import stamp
 from pms.fhir.search.model import Criterion, ReverseChain, SearchRequest
 from pms.fhir.searchparams import Registry
 from pms.storage.indexer import Indexer
 from pms.storage.pending import PendingCreates, audit_backlog_insert
+from pms.storage.records import new_id
 
 AUDIT_EVENT = "AuditEvent"
-BATCH = (
-    1000  # records per transaction: big enough to amortise the statement, small enough to hold locks briefly
-)
+# Records per transaction: big enough to amortise the statement, small enough to hold locks briefly.
+BATCH = 1000
 
 _RECORD = audit_backlog_insert(1)
 _LAST = "SELECT max(seq) FROM audit_backlog"
@@ -38,7 +40,17 @@ _TAKE = (
 _ANY_LEFT = "SELECT EXISTS (SELECT 1 FROM audit_backlog WHERE seq <= $1)"
 
 
-async def record(conn: asyncpg.Connection, events: Sequence[tuple[str, datetime, str]]) -> None:
+Record = tuple[str, datetime, str]  # an AuditEvent's id, time and JSON (carrying that id and time)
+
+
+def new_record(event: dict[str, Any], recorded: datetime) -> Record:
+    """A new AuditEvent's backlog row: stamped with a fresh id and `recorded` as its version 1, as a
+    create stamps any resource (pms.fhir.resource.stamp)."""
+    id_ = new_id()
+    return id_, recorded, jsonio.dumps(stamp(event, id_=id_, version_id=1, last_updated=recorded)).decode()
+
+
+async def record(conn: asyncpg.Connection, events: Sequence[Record]) -> None:
     """Commit AuditEvents (id, recorded time, JSON with that id and meta) to the backlog."""
     ids, times, contents = (list(column) for column in zip(*events, strict=True))
     await conn.execute(_RECORD, ids, times, contents)

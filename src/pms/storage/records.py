@@ -1,7 +1,8 @@
-"""What the repository hands back: one stored version of a resource, its JSON kept as text."""
+"""What the repository hands back: one stored version of a resource, its JSON kept as text; new ids."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,3 +30,8 @@ class StoredVersion:
     @property
     def versioned_reference(self) -> str:
         return f"{self.resource_type}/{self.id}/_history/{self.version_id}"
+
+
+def new_id() -> str:
+    """A server-assigned resource id (http.html#create)."""
+    return str(uuid.uuid4())

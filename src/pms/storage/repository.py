@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,21 +20,18 @@ from pms.fhir import jsonio
 from pms.fhir.definitions import resource_types
 from pms.fhir.resource import Validator, check_id, stamp, validate
 from pms.storage import versions
+from pms.storage.audit_backlog import new_record
 from pms.storage.guard import Guard
 from pms.storage.hooks import ResourceChange, WriteHooks
 from pms.storage.indexer import Indexer
 from pms.storage.pending import PendingCreates
-from pms.storage.records import StoredVersion
+from pms.storage.records import StoredVersion, new_id
 from pms.storage.tables import resource, resource_version
 
 
 def utc_now() -> datetime:
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 class FhirRepository:
@@ -166,11 +162,9 @@ class FhirRepository:
         """Record an AuditEvent in this unit of work: committed with it, through the audit backlog
         (storage/audit_backlog.py). The caller's access does not apply: nobody may write AuditEvents,
         yet every interaction must leave one."""
-        id_ = new_id()
-        now = self.clock()
-        stamped = stamp(event, id_=id_, version_id=1, last_updated=now)
-        self.pending.add_audit(id_, now, jsonio.dumps(stamped).decode())
-        return id_
+        record = new_record(event, self.clock())
+        self.pending.add_audit(*record)
+        return record[0]
 
     async def update(
         self, body: dict[str, Any], *, id_: str, if_match: int | None = None
