@@ -70,12 +70,14 @@ async def extend_slot_horizons(ctx: dict[str, Any]) -> int:
     return await jobs.extend_horizons()
 
 
-def _scheduling_jobs(settings: Settings, db: Database, queue: JobQueue) -> SchedulingJobs:
+def _scheduling_jobs(
+    settings: Settings, db: Database, queue: JobQueue, registry_provider: RegistryProvider
+) -> SchedulingJobs:
     config = scheduling_config(settings)
     units = SystemUnits(
         db,
         validator=validate_resource,
-        registry_provider=RegistryProvider(ttl=settings.search_registry_ttl),
+        registry_provider=registry_provider,
         hooks=write_hooks(config),
         queue=queue,  # a job's writes can free time again (an expired hold): that is a job too
     )
@@ -93,9 +95,9 @@ def _scheduling_jobs(settings: Settings, db: Database, queue: JobQueue) -> Sched
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     ctx["db"] = db = await Database.open(settings)
-    ctx["registry_provider"] = RegistryProvider(ttl=settings.search_registry_ttl)
+    ctx["registry_provider"] = provider = RegistryProvider(ttl=settings.search_registry_ttl)
     ctx["queue"] = queue = JobQueue(settings.redis_url or "", queue_name=settings.queue_name)
-    ctx["scheduling"] = _scheduling_jobs(settings, db, queue)
+    ctx["scheduling"] = _scheduling_jobs(settings, db, queue, provider)
     await reminder_tasks.startup(ctx)
     await heartbeat(ctx)
 
