@@ -299,6 +299,7 @@ class WrkResult:
     non2xx: int
     socket_errors: int
     sample: str
+    bodies_answered: int = 0  # bench/wrk/bodies.lua: how many of its bodies got an answer
 
     @property
     def rps(self) -> float:
@@ -323,6 +324,7 @@ def parse_wrk(output: str) -> WrkResult:
         non2xx=int(values["non2xx"]),
         socket_errors=int(sum(values[k] for k in ("connect", "read", "write", "timeout"))),
         sample=sample,
+        bodies_answered=int(values.get("answered", 0)),
     )
 
 
