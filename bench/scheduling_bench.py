@@ -104,8 +104,7 @@ async def drive(name: str, calls: list[Callable[[], Awaitable[bool]]], *, concur
 def book_with_wrk(server: Server, plan: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
     """POST every planned visit to `$book` once, `concurrency` at a time, from wrk (bench/wrk/bodies.lua):
     a load generator in C leaves the two CPUs to the server and PostgreSQL (an httpx client here took
-    1.1 ms of CPU per booking, an eighth of what the server and PostgreSQL
-    spent; wrk 0.1 ms)."""
+    1.1 ms of CPU per booking, an eighth of what the server and PostgreSQL spent; wrk takes 0.1 ms)."""
     with tempfile.NamedTemporaryFile("w", prefix="pms-bench-book-", suffix=".jsonl", delete=False) as file:
         file.writelines(json.dumps(body, separators=(",", ":")) + "\n" for body in plan)
         bodies = Path(file.name)
