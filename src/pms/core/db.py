@@ -6,8 +6,9 @@ at the end or rolls back on error, so a failed request leaves no trace.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from types import MappingProxyType
 from typing import TypeVar
 
 import asyncpg
@@ -24,6 +25,14 @@ def _json_dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+# Searches are prepared statements whose best plan depends on the values (a rare code vs a common one):
+# generic plans made one search 350x slower at 1M resources, so every connection plans per execution
+# (write units switch to generic plans for their own fixed statements: Database.transaction).
+SESSION_SETTINGS: Mapping[str, str] = MappingProxyType(
+    {"application_name": "pms", "jit": "off", "plan_cache_mode": "force_custom_plan"}
+)
+
+
 def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
     return create_async_engine(
         url or settings.async_database_url,
@@ -32,15 +41,7 @@ def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
         pool_pre_ping=False,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
-        # Searches are prepared statements whose best plan depends on the values (a rare code vs a common
-        # one): generic plans made one search 350x slower at 1M resources, so always plan per execution.
-        connect_args={
-            "server_settings": {
-                "application_name": "pms",
-                "jit": "off",
-                "plan_cache_mode": "force_custom_plan",
-            }
-        },
+        connect_args={"server_settings": dict(SESSION_SETTINGS)},
     )
 
 
