@@ -84,6 +84,7 @@ from benchlib import (
     worker_pids,
 )
 
+from pms.core.db import SESSION_SETTINGS
 from pms.fhir.search import parse_search
 from pms.fhir.searchparams import default_registry
 from pms.storage.indexer import Indexer
@@ -774,7 +775,8 @@ async def check_write_path(engine: AsyncEngine) -> PlanCheck | None:
 async def check_plans(dsn: str, paths: dict[str, list[str]]) -> list[PlanCheck]:
     engine: AsyncEngine = create_async_engine(
         dsn.replace("postgresql://", "postgresql+asyncpg://", 1),
-        connect_args={"server_settings": {"application_name": "pms-searchbench", "jit": "off"}},
+        # the server's own session settings (plans per execution among them), under the bench's name
+        connect_args={"server_settings": {**SESSION_SETTINGS, "application_name": "pms-searchbench"}},
     )
     checks: list[PlanCheck] = []
     try:
