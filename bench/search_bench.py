@@ -329,23 +329,30 @@ def replica_bodies(plan: Sequence[tuple[int, Template]]) -> Iterator[tuple[bytes
 
 
 QUARTERS_PER_DAY = 32  # 08:00-16:00 in 15-minute visits
+PLACE_STRIDE = 1_013  # a prime that divides no count of places (32 a day x 90 days = 2,880 = 2^6 3^2 5)
 
 
 def appointment(
     rng: random.Random, index: int, practitioners: Sequence[str], patients: Sequence[str]
 ) -> dict[str, Any]:
-    """The `index`-th visit on a grid: each practitioner's visits follow one another in 15-minute steps
-    (the server refuses double bookings), and no patient is in two rooms at once."""
+    """The `index`-th visit: each practitioner's n-th visit takes the n-th place of a fixed permutation of
+    their 15-minute places over the APPOINTMENT_DAYS (the server refuses double bookings), so that every
+    practitioner's visits spread over the whole period, as a clinic's do; no patient is in two rooms at
+    once."""
     practitioner = practitioners[index % len(practitioners)]
     # Patients are drawn per practitioner column, so two visits at one time never share a patient.
     column = index % len(practitioners)
     patient = patients[
         column + len(practitioners) * rng.randrange(max(1, len(patients) // len(practitioners)))
     ]
-    quarter = index // len(practitioners)
-    day = APPOINTMENT_START + timedelta(days=(quarter // QUARTERS_PER_DAY) % APPOINTMENT_DAYS)
+    nth = index // len(practitioners)
+    places = QUARTERS_PER_DAY * APPOINTMENT_DAYS
+    if nth >= places:
+        raise BenchError(f"{nth + 1} Appointments per practitioner do not fit in {APPOINTMENT_DAYS} days")
+    place = nth * PLACE_STRIDE % places  # a permutation: the stride is coprime to the number of places
+    day = APPOINTMENT_START + timedelta(days=place // QUARTERS_PER_DAY)
     start = datetime(day.year, day.month, day.day, 8, tzinfo=UTC) + timedelta(
-        minutes=15 * (quarter % QUARTERS_PER_DAY)
+        minutes=15 * (place % QUARTERS_PER_DAY)
     )
     end = start + timedelta(minutes=15)
     return {
