@@ -55,6 +55,7 @@ def driver_dsn(settings: Settings) -> str:
 
 
 T = TypeVar("T")
+BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
 CUSTOM_PLANS = "SET LOCAL plan_cache_mode = force_custom_plan"
 
@@ -71,6 +72,24 @@ async def custom_plans(conn: AsyncConnection, work: Callable[[], Awaitable[T]]) 
 
 async def _no_reset(connection: asyncpg.Connection) -> None:
     return None
+
+
+class TransactionAborted(SQLAlchemyError):
+    """COMMIT found the transaction aborted (an error inside it was caught and not rolled back to a
+    savepoint): nothing was written."""
+
+
+async def _roll_back(conn: AsyncConnection, driver: asyncpg.Connection) -> None:
+    """End a failed write unit. A connection whose ROLLBACK fails (it broke, or the task is cancelled
+    again meanwhile) is thrown away rather than returned to the pool still inside a transaction; the
+    caller then re-raises the error that failed the unit, which says more than the ROLLBACK's."""
+    try:
+        await driver.execute("ROLLBACK")
+    except Exception:
+        await conn.invalidate()
+    except BaseException:
+        await conn.invalidate()
+        raise
 
 
 class Database:
@@ -99,14 +118,31 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A connection in one transaction: committed if the block succeeds, rolled back otherwise."""
-        async with self.engine.begin() as conn:
+        """A connection in one transaction: committed if the block succeeds, rolled back otherwise.
+
+        The transaction is begun and ended here, on the driver connection, rather than by SQLAlchemy
+        (the connection is in its autocommit mode, so SQLAlchemy sends no BEGIN/COMMIT of its own):
+        BEGIN and the unit's plan mode then cost one round trip, not two (creates +8%). Savepoints
+        (`begin_nested`) work as before inside it.
+        """
+        async with self.read_engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
             # A write unit runs the server's own few statements over and over (the buffered write, the
             # booking rules' searches), whose plans do not depend on the values: reuse generic plans
             # instead of planning each afresh. Searches the client wrote still plan per execution
             # (`custom_plans`; create_engine says why).
-            await conn.exec_driver_sql(GENERIC_PLANS)
-            yield conn
+            await driver.execute(f"{BEGIN}; {GENERIC_PLANS}")
+            try:
+                yield conn
+            except BaseException:
+                await _roll_back(conn, driver)
+                raise
+            status = await driver.execute("COMMIT")
+            if status != "COMMIT":
+                # PostgreSQL answers COMMIT of a transaction that an error aborted with ROLLBACK: a
+                # statement failed and someone swallowed the error. Nothing was written; say so.
+                raise TransactionAborted("the transaction was aborted by an earlier error; nothing was saved")
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncConnection]:
