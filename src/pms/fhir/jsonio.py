@@ -32,6 +32,12 @@ def loads(body: bytes | str) -> Any:
     return value
 
 
+def peek(body: bytes | str) -> Any:
+    """Parse stored JSON only to look into it (e.g. at references), 5-10x faster than `loads`: decimals
+    become floats, so nothing parsed here may be written back or answered."""
+    return orjson.loads(body)
+
+
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return orjson.Fragment(str(value))

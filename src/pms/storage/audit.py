@@ -50,7 +50,7 @@ def patients_in(registry: Registry, found: Iterable[StoredVersion]) -> list[str]
         if not codes or stored.content is None:
             continue
         extractor = extractor_for(stored.resource_type, registry)
-        values = extractor.extract_by_param(jsonio.loads(stored.content), codes)
+        values = extractor.extract_by_param(jsonio.peek(stored.content), codes)
         for code in codes:
             for value in values.get(code, ()):
                 if isinstance(value, ReferenceValue) and value.target_type == "Patient" and value.target_id:
