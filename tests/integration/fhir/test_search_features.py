@@ -798,6 +798,96 @@ class TestPaging:
 # --- _summary and _elements (search.html#summary, #elements) -------------------------------------------
 
 
+class TestDefaultOrderPages:
+    """In the default order, a search whose criteria are all index matches takes its page of row ids from
+    the index tables before reading any resource (storage/search/engine.py `_rid_page`); the pages must
+    be those of the plain search (search.html#paging): every match once, none deleted, links both ways."""
+
+    LABELS = ("p0", "p1", "p2", "p3", "p4", "p5", "p6")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    async def fx(cls, server_url: str) -> Fixture:
+        fx = Fixture()
+        # Two names each that both match `name=smi`: two index rows per Patient for the one criterion.
+        await fx.store(
+            server_url,
+            [
+                fx.resource(
+                    "Patient",
+                    label,
+                    gender="female",
+                    name=[{"family": f"Smith{label}"}, {"family": f"Smithers{label}"}],
+                )
+                for label in cls.LABELS
+            ],
+        )
+        return fx
+
+    async def walk(self, client: httpx.AsyncClient, url: str, relation: str, fx: Fixture) -> list[list[str]]:
+        pages: list[list[str]] = []
+        next_url: str | None = url
+        while next_url is not None:
+            response = await client.get(next_url)
+            assert response.status_code == 200, response.text
+            pages.append([fx.label(e["resource"]["id"]) for e in response.json().get("entry", [])])
+            next_url = link(response.json(), relation)
+            assert len(pages) < 20
+        return pages
+
+    async def test_every_match_once_in_full_pages_both_ways(
+        self, client: httpx.AsyncClient, fx: Fixture
+    ) -> None:
+        first = await fx.bundle(client, "/Patient", ("name", "smi"), ("gender", "female"), ("_count", "2"))
+        url = link(first, "self")
+        assert url is not None
+        pages = await self.walk(client, url, "next", fx)
+        assert [len(p) for p in pages] == [2, 2, 2, 1]
+        forward = [label for p in pages for label in p]
+        assert sorted(forward) == list(self.LABELS)
+        last = await client.get(url)
+        for _ in range(3):
+            following = link(last.json(), "next")
+            assert following is not None
+            last = await client.get(following)
+        previous = link(last.json(), "previous")
+        assert previous is not None
+        backward = await self.walk(client, previous, "previous", fx)
+        assert [label for p in reversed(backward) for label in p] == forward[:6]
+
+    async def test_the_same_matches_as_a_search_that_reads_resources(
+        self, client: httpx.AsyncClient, fx: Fixture
+    ) -> None:
+        """`gender:missing=false` tests the resource row (no index-only page): same matches, same order."""
+        from_index = await fx.bundle(
+            client, "/Patient", ("name", "smi"), ("gender", "female"), ("_count", "50")
+        )
+        from_rows = await fx.bundle(
+            client, "/Patient", ("name", "smi"), ("gender:missing", "false"), ("_count", "50")
+        )
+        assert fx.matches(from_index) == fx.matches(from_rows)
+        assert len(fx.matches(from_index)) == len(self.LABELS)
+
+    async def test_a_deleted_match_is_gone_from_the_pages(
+        self, client: httpx.AsyncClient, server_url: str
+    ) -> None:
+        fx = Fixture()
+        await fx.store(
+            server_url,
+            [
+                fx.resource("Patient", label, gender="male", name=[{"family": "Okafor"}])
+                for label in ("a", "b", "c")
+            ],
+        )
+        assert (await client.delete(f"/Patient/{fx.id('b')}")).status_code == 200
+        page = await fx.bundle(client, "/Patient", ("name", "okaf"), ("gender", "male"), ("_count", "1"))
+        seen = [fx.label(e["resource"]["id"]) for e in page["entry"]]
+        while (url := link(page, "next")) is not None:
+            page = (await client.get(url)).json()
+            seen += [fx.label(e["resource"]["id"]) for e in page.get("entry", [])]
+        assert sorted(seen) == ["a", "c"]
+
+
 class TestSummaryAndElements:
     @pytest.fixture(scope="class")
     @classmethod

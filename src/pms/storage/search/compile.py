@@ -312,25 +312,40 @@ class Compiler:
             return self._id_condition(criterion, res)
         if criterion.code == "_lastUpdated":
             return self._last_updated_condition(criterion, res)
-        if criterion.chain is not None:
-            return res.c.rid.in_(self._chain_rids(resource_type, criterion))
+        rids = self.matching_rids(resource_type, criterion)
+        if rids is not None:
+            return res.c.rid.in_(rids)
         if criterion.modifier == "missing":
             return self._missing(resource_type, criterion, res)
-        if criterion.type == "composite":
-            return res.c.rid.in_(self._composite_rids(resource_type, criterion))
         if criterion.modifier == "not":
             return not_(res.c.rid.in_(self._value_rids(resource_type, criterion)))
+        return not_(res.c.rid.in_(self._code_set_rids(resource_type, criterion)))  # :not-in
+
+    def matching_rids(self, resource_type: str, criterion: Criterion) -> Select[Any] | None:
+        """The resources matching `criterion`, as the rids of their index rows, when its condition is
+        `rid IN (those)`; None when it is not (_id and _lastUpdated test the resource row; :missing,
+        :not and :not-in exclude). Index rows exist only for current, undeleted resources, and their
+        `param` names the resource type, so the set holds nothing of other types or deleted."""
+        if criterion.code in ("_id", "_lastUpdated"):
+            return None
+        if criterion.chain is not None:
+            return self._chain_rids(resource_type, criterion)
+        if criterion.modifier == "missing":
+            return None
+        if criterion.type == "composite":
+            return self._composite_rids(resource_type, criterion)
+        if criterion.modifier == "not":
+            return None
         if criterion.type == "token" and criterion.modifier in TERMINOLOGY_MODIFIERS:
-            rids = self._code_set_rids(resource_type, criterion)
-            return not_(res.c.rid.in_(rids)) if criterion.modifier == "not-in" else res.c.rid.in_(rids)
+            return None if criterion.modifier == "not-in" else self._code_set_rids(resource_type, criterion)
         if criterion.type == "reference" and criterion.modifier == "identifier":
-            return res.c.rid.in_(self._identifier_rids(resource_type, criterion))
+            return self._identifier_rids(resource_type, criterion)
         if criterion.modifier in ("above", "below", "in", "not-in") and criterion.type != "uri":
             raise not_supported(
                 f"The :{criterion.modifier} modifier on {criterion.type} parameters is not supported "
                 f"('{criterion.code}:{criterion.modifier}')"
             )
-        return res.c.rid.in_(self._value_rids(resource_type, criterion))
+        return self._value_rids(resource_type, criterion)
 
     def reverse_chain(
         self, types: Sequence[str], chain: ReverseChain, res: FromClause

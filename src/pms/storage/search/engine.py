@@ -217,6 +217,9 @@ class SearchEngine:
         token = decode_token(request.page_token, [k.kind for k in keys]) if request.page_token else None
         forward = token is None or token.forward
         labelled = [key.expression.label(f"k{i}") for i, key in enumerate(keys)]
+        page = self._rid_page(request, compartment, token, count) if len(keys) == 1 else None
+        if page is not None:
+            conditions = [~res.c.deleted, res.c.resource_type == request.resource_type, res.c.rid.in_(page)]
         query = select(
             res.c.rid,
             res.c.resource_type,
@@ -261,6 +264,53 @@ class SearchEngine:
         if request.include or request.revinclude:
             result.included = await self._includes(request, result.matches)
         return result
+
+    def _rid_page(
+        self,
+        request: SearchRequest,
+        compartment: tuple[str, str] | None,
+        token: PageToken | None,
+        count: int,
+    ) -> Select[Any] | None:
+        """The page's rids in the default order, from the index tables alone, when every criterion is a
+        set of index rows (Compiler.matching_rids); None when something needs the resource row.
+
+        Tested on the resource row, each criterion is a semi-join whose size PostgreSQL guesses from
+        the whole table: it cannot know that a parameter's rows are all of one type, nor that a week of
+        Appointments is 8% of Appointment.date, so it drove `Appointment?practitioner&date` from the
+        week (1,632 resources read) instead of the practitioner (192), and read every female Patient to
+        keep 21. Here it intersects index entries, sorts their rids and reads only the page's resources:
+        Patient?birthdate=ge&gender= 13 -> ~2 ms, Appointment?practitioner&date= 4.7 -> ~1 ms at 1M."""
+        resource_type = request.resource_type
+        if (
+            resource_type is None
+            or compartment is not None
+            or request.has
+            or request.lists
+            or request.text
+            or request.content
+            or (self.access is not None and policy.search_restrictions(self.access, resource_type))
+        ):
+            return None
+        sets: list[Any] = []
+        criteria = request.criteria
+        for combined in (self.compiler.intersected_strings, self.compiler.merged_ranges):
+            matches, criteria = combined(resource_type, criteria)
+            sets += matches
+        for criterion in criteria:
+            rids = self.compiler.matching_rids(resource_type, criterion)
+            if rids is None:
+                return None
+            sets.append(rids)
+        if not sets:
+            return None
+        first, *others = sets
+        rid = next(iter(first.subquery().c))
+        page = select(rid).where(*(rid.in_(other) for other in others)).distinct()
+        forward = token is None or token.forward
+        if token is not None:
+            page = page.where(beyond([(rid, False)], token.values, forward=forward))
+        return page.order_by(_order(rid, False, forward)).limit(count + 1)
 
     async def match_ids(self, request: SearchRequest, *, limit: int) -> list[str]:
         await self._prepare(request)
