@@ -46,6 +46,9 @@ def patients_in(registry: Registry, found: Iterable[StoredVersion]) -> list[str]
         if stored.resource_type == "Patient":
             patients[stored.id] = None
             continue
+        if stored.patients is not None:
+            patients.update(dict.fromkeys(stored.patients))
+            continue
         codes = registry.compartment_params("Patient", stored.resource_type)
         if not codes or stored.content is None:
             continue

@@ -18,6 +18,9 @@ class StoredVersion:
     content: str | bytes | None
     method: str = "GET"
     rid: int = 0  # the storage key, for keyset paging of history
+    # The Patients whose compartment it is in, when the search index told (included resources): the
+    # audit then need not parse the JSON to find them (storage/audit.py patients_in).
+    patients: tuple[str, ...] | None = None
 
     @property
     def etag(self) -> str:

@@ -33,6 +33,52 @@ class TestInteractionsAreAudited:
         assert any(e.get("query") for e in search["entity"])  # the query is kept (base64)
         assert all(e["agent"] and e["recorded"] for e in events)
 
+    async def test_a_search_names_the_patients_of_what_it_included(self, client: httpx.AsyncClient) -> None:
+        """Included resources' patients come from their index rows (storage/search/engine.py
+        `_included_columns`), not from parsing them: an Observation of another patient, revincluded
+        through an Encounter, puts that patient in the search's AuditEvent; an Organization, in no
+        patient's compartment, puts none."""
+
+        async def created(body: dict) -> str:
+            response = await client.post(f"/{body['resourceType']}", json=body)
+            assert response.status_code == 201, response.text
+            return str(response.json()["id"])
+
+        first = await created({"resourceType": "Patient"})
+        second = await created({"resourceType": "Patient"})
+        clinic = await created({"resourceType": "Organization", "name": f"Audit {uuid.uuid4().hex[:6]}"})
+        encounter = await created(
+            {
+                "resourceType": "Encounter",
+                "status": "finished",
+                "class": {"code": "AMB"},
+                "subject": {"reference": f"Patient/{first}"},
+                "serviceProvider": {"reference": f"Organization/{clinic}"},
+            }
+        )
+        await created(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "weight"},
+                "subject": {"reference": f"Patient/{second}"},
+                "encounter": {"reference": f"Encounter/{encounter}"},
+            }
+        )
+        params = {
+            "_id": encounter,
+            "_revinclude": "Observation:encounter",
+            "_include": "Encounter:service-provider",
+        }
+        bundle = (await client.get("/Encounter", params=params)).json()
+        assert {e["resource"]["resourceType"] for e in bundle["entry"]} == {
+            "Encounter",
+            "Observation",
+            "Organization",
+        }
+        for patient in (first, second):
+            assert "search-type" in subtypes(await events_about(client, f"Patient/{patient}"))
+
     async def test_refusals_are_audited(self, client: httpx.AsyncClient, server_url: str) -> None:
         target = f"Patient/{uuid.uuid4()}"
         async with httpx.AsyncClient(base_url=f"{server_url}/fhir") as anonymous:

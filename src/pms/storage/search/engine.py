@@ -419,7 +419,7 @@ class SearchEngine:
         if include.target_type:
             targets = targets.where(refs.c.target_type == include.target_type)
         query = (
-            _resource_columns()
+            self._included_columns(self._include_target_types(include, sources))
             .where(
                 tuple_(resource.c.resource_type, resource.c.id).in_(targets),
                 ~resource.c.deleted,
@@ -427,7 +427,26 @@ class SearchEngine:
             )
             .limit(MAX_INCLUDED)
         )
-        return [_stored(row) for row in await self.conn.execute(query)]
+        return [_included(row) for row in await self.conn.execute(query)]
+
+    def _included_columns(self, types: set[str]) -> Any:
+        """An included resource's row and the Patients whose compartment it is in, from its index rows
+        (the parameters of the Patient CompartmentDefinition): the audit names them without parsing
+        each included resource (1.7 ms per 150 Observations of an `_revinclude`)."""
+        refs = INDEX_TABLES["reference"].alias()
+        hashes = [
+            param_hash(t, code)
+            for t in sorted(types)
+            for code in self.registry.compartment_params("Patient", t)
+            if code != "{def}"
+        ]
+        patients = select(func.array_agg(refs.c.target_id)).where(
+            refs.c.rid == resource.c.rid,
+            refs.c.param.in_(hashes),
+            refs.c.target_type == "Patient",
+            refs.c.target_id.is_not(None),
+        )
+        return _resource_columns().add_columns(patients.scalar_subquery().label("patients"))
 
     def _include_target_types(self, include: Include, sources: list[StoredVersion]) -> set[str]:
         return _targets_of(self.registry, include, {s.resource_type for s in sources})
@@ -449,7 +468,7 @@ class SearchEngine:
         if include.target_type:
             sources = sources.where(refs.c.target_type == include.target_type)
         query = (
-            _resource_columns()
+            self._included_columns(source_types)
             .where(
                 resource.c.rid.in_(sources),
                 ~resource.c.deleted,
@@ -457,7 +476,21 @@ class SearchEngine:
             )
             .limit(MAX_INCLUDED)
         )
-        return [_stored(row) for row in await self.conn.execute(query)]
+        return [_included(row) for row in await self.conn.execute(query)]
+
+
+def _included(row: Any) -> StoredVersion:
+    return StoredVersion(
+        row.resource_type,
+        row.id,
+        row.version_id,
+        row.last_updated,
+        False,
+        row.content,
+        "GET",
+        row.rid,
+        patients=tuple(row.patients or ()),
+    )
 
 
 def _targets_of(registry: Registry, include: Include, source_types: set[str]) -> set[str]:
