@@ -242,9 +242,10 @@ class SearchEngine:
         query = query.order_by(
             *(_order(expression, descending, forward) for expression, descending in ordering)
         )
-        rows = list(
-            (await self.conn.execute(_page_then_content(query.limit(count + 1), keys, forward))).all()
-        )
+        limited = query.limit(count + 1)
+        if page is None:  # with the rid page the query reads only the page's rows anyway
+            limited = _page_then_content(limited, keys, forward)
+        rows = list((await self.conn.execute(limited)).all())
         more = len(rows) > count
         rows = rows[:count]
         if not forward:
