@@ -55,9 +55,17 @@ class _SortKey:
     kind: KeyKind
 
 
-def _stored(row: Any) -> StoredVersion:
+def _stored(row: Any, *, patients: tuple[str, ...] | None = None) -> StoredVersion:
     return StoredVersion(
-        row.resource_type, row.id, row.version_id, row.last_updated, False, row.content, "GET", row.rid
+        row.resource_type,
+        row.id,
+        row.version_id,
+        row.last_updated,
+        False,
+        row.content,
+        "GET",
+        row.rid,
+        patients=patients,
     )
 
 
@@ -481,17 +489,7 @@ class SearchEngine:
 
 
 def _included(row: Any) -> StoredVersion:
-    return StoredVersion(
-        row.resource_type,
-        row.id,
-        row.version_id,
-        row.last_updated,
-        False,
-        row.content,
-        "GET",
-        row.rid,
-        patients=tuple(row.patients or ()),
-    )
+    return _stored(row, patients=tuple(row.patients or ()))
 
 
 def _targets_of(registry: Registry, include: Include, source_types: set[str]) -> set[str]:
