@@ -367,6 +367,18 @@ class Compiler:
         pairs = select(refs.c.target_type, refs.c.target_id).where(*conditions)
         return tuple_(res.c.resource_type, res.c.id).in_(pairs)
 
+    def combined(
+        self, resource_type: str, criteria: Sequence[Criterion]
+    ) -> tuple[list[Select[Any] | CompoundSelect[Any]], tuple[Criterion, ...]]:
+        """The criteria matched together (`intersected_strings`, `merged_ranges`) as sets of rids, and the
+        criteria left to match one by one."""
+        sets: list[Select[Any] | CompoundSelect[Any]] = []
+        rest = tuple(criteria)
+        for combine in (self.intersected_strings, self.merged_ranges):
+            matches, rest = combine(resource_type, rest)
+            sets += matches
+        return sets, rest
+
     def intersected_strings(
         self, resource_type: str, criteria: Sequence[Criterion]
     ) -> tuple[list[CompoundSelect[Any]], tuple[Criterion, ...]]:

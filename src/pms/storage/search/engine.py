@@ -101,10 +101,9 @@ class SearchEngine:
         if self.access is not None:
             conditions.append(self._access_condition(types, res))
         criteria = request.criteria
-        if len(types) == 1:  # criteria matched together, each pass taking its own out of `criteria`
-            for combined in (self.compiler.intersected_strings, self.compiler.merged_ranges):
-                matches, criteria = combined(types[0], criteria)
-                conditions += [res.c.rid.in_(rids) for rids in matches]
+        if len(types) == 1:
+            matches, criteria = self.compiler.combined(types[0], criteria)
+            conditions += [res.c.rid.in_(rids) for rids in matches]
         for criterion in criteria:
             per_type = [self.compiler.condition(t, criterion, res) for t in types or [ANY_TYPE]]
             conditions.append(or_(*per_type) if len(per_type) > 1 else per_type[0])
@@ -307,11 +306,8 @@ class SearchEngine:
             or (self.access is not None and policy.search_restrictions(self.access, resource_type))
         ):
             return None
-        sets: list[Any] = []
-        criteria = request.criteria
-        for combined in (self.compiler.intersected_strings, self.compiler.merged_ranges):
-            matches, criteria = combined(resource_type, criteria)
-            sets += matches
+        sets: list[Any]
+        sets, criteria = self.compiler.combined(resource_type, request.criteria)
         for criterion in criteria:
             rids = self.compiler.matching_rids(resource_type, criterion)
             if rids is None:
@@ -464,7 +460,7 @@ class SearchEngine:
         return _resource_columns().add_columns(patients.scalar_subquery().label("patients"))
 
     def _include_target_types(self, include: Include, sources: list[StoredVersion]) -> set[str]:
-        return _targets_of(self.registry, include, {s.resource_type for s in sources})
+        return include_targets(self.registry, include, {s.resource_type for s in sources})
 
     async def _revinclude(self, include: Include, targets: list[StoredVersion]) -> list[StoredVersion]:
         source_types = (
@@ -498,7 +494,7 @@ def _included(row: Any) -> StoredVersion:
     return _stored(row, patients=tuple(row.patients or ()))
 
 
-def _targets_of(registry: Registry, include: Include, source_types: set[str]) -> set[str]:
+def include_targets(registry: Registry, include: Include, source_types: set[str]) -> set[str]:
     """The types an _include may reach: its explicit target, else the reference targets of its params."""
     if include.target_type:
         return {include.target_type}
