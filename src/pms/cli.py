@@ -211,8 +211,7 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
     from pms.storage.registry_provider import RegistryProvider
 
     async def catch_up(db: Any) -> str:
-        assert db.fast_pool is not None, "Database.open opens the pool"
-        moved = await AuditBacklog(db.fast_pool).catch_up(await RegistryProvider().current(db))
+        moved = await AuditBacklog.catch_up_store(db, RegistryProvider())
         return f"{moved} audit records stored as AuditEvents."
 
     return _run_db(args, settings, catch_up)

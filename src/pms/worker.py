@@ -42,10 +42,7 @@ async def heartbeat(ctx: dict[str, Any]) -> None:
 async def audit_catch_up(ctx: dict[str, Any]) -> int:
     """Move the reads' audit records into the store as searchable AuditEvents (storage/audit_backlog.py),
     so that the next AuditEvent search finds little left to do."""
-    db: Database = ctx["db"]
-    provider: RegistryProvider = ctx["registry_provider"]
-    assert db.fast_pool is not None, "Database.open opens the pool"
-    return await AuditBacklog(db.fast_pool).catch_up(await provider.current(db))
+    return await AuditBacklog.catch_up_store(ctx["db"], ctx["registry_provider"])
 
 
 # -- scheduling (domains/scheduling/tasks.py): the waitlist -----------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from pms.core.db import Database
 from pms.fhir import jsonio
 from pms.fhir.resource import stamp
 from pms.fhir.search.model import Criterion, ReverseChain, SearchRequest
@@ -23,6 +24,8 @@ from pms.fhir.searchparams import Registry
 from pms.storage.indexer import Indexer
 from pms.storage.pending import PendingCreates, audit_backlog_insert
 from pms.storage.records import new_id
+from pms.storage.registry_provider import RegistryProvider
+from pms.storage.search.engine import include_targets
 
 AUDIT_EVENT = "AuditEvent"
 # Records per transaction: big enough to amortise the statement, small enough to hold locks briefly.
@@ -80,6 +83,12 @@ class AuditBacklog:
                 if not rows and not await conn.fetchval(_ANY_LEFT, last):
                     return moved
 
+    @classmethod
+    async def catch_up_store(cls, db: Database, registry_provider: RegistryProvider) -> int:
+        """One catch-up outside a request (the worker's job, `pms audit catch-up`)."""
+        assert db.fast_pool is not None, "Database.open opens the pool"
+        return await cls(db.fast_pool).catch_up(await registry_provider.current(db))
+
     async def before_search(self, request: SearchRequest, registry: Registry) -> None:
         """Catch up when the search can see AuditEvents (it must see every record made before it)."""
         if reaches_audit_trail(request, registry):
@@ -109,7 +118,9 @@ def reaches_audit_trail(request: SearchRequest, registry: Registry) -> bool:
     if any(i.source_type in (AUDIT_EVENT, "*") for i in request.revinclude):
         return True
     return any(
-        _include_reaches(include.source_type, include.param, include.target_type, registry)
+        # a wildcard without a target may reach anything: no need to list every type's parameters
+        (include.target_type is None and "*" in (include.source_type, include.param))
+        or AUDIT_EVENT in include_targets(registry, include, {include.source_type})
         for include in request.include
     )
 
@@ -120,12 +131,3 @@ def _chain_reaches(criterion: Criterion | ReverseChain | None) -> bool:
     if isinstance(criterion, ReverseChain):
         return criterion.source_type == AUDIT_EVENT or _chain_reaches(criterion.criterion)
     return criterion.target_type == AUDIT_EVENT or _chain_reaches(criterion.chain)
-
-
-def _include_reaches(source_type: str, param: str, target_type: str | None, registry: Registry) -> bool:
-    if target_type is not None:
-        return target_type == AUDIT_EVENT
-    if param == "*" or source_type == "*":
-        return True
-    definition = registry.param(source_type, param)
-    return definition is None or not definition.targets or AUDIT_EVENT in definition.targets
